@@ -1,0 +1,65 @@
+# The README names these targets. Each creates and fills .venv itself on first use.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARTIFACT ?= models/default
+DEMO_ARTIFACT := build/demo-artifact
+PYTEST_ARGS ?=
+
+.PHONY: run test test-all lint format schema demo-artifact clean help
+
+help:
+	@echo "make run        serve $(ARTIFACT) (or the colour demo model while none is bundled)"
+	@echo "make test       install everything into $(VENV) and run the default test suite"
+	@echo "make test-all   also the slow tests"
+	@echo "make lint       ruff (lint + format check) and mypy"
+	@echo "make schema     regenerate docs/manifest.schema.json"
+
+$(VENV)/.stamp-service: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[service]'
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[service,train,dev]'
+	touch $@ $(VENV)/.stamp-service
+
+$(DEMO_ARTIFACT)/manifest.json: $(VENV)/.stamp-service model_training/demo.py
+	$(BIN)/python -c "import onnx" 2>/dev/null || $(BIN)/pip install -q onnx
+	$(BIN)/mltag-train demo-artifact --output $(DEMO_ARTIFACT)
+
+demo-artifact: $(DEMO_ARTIFACT)/manifest.json
+
+run: $(VENV)/.stamp-service
+	@if [ -f "$(ARTIFACT)/manifest.json" ]; then \
+		exec $(BIN)/mltag-serve --artifact-dir "$(ARTIFACT)" --host 0.0.0.0; \
+	else \
+		echo "No model at $(ARTIFACT) (the trained default model is not bundled yet)."; \
+		echo "Serving the hand-weighted colour demo model from $(DEMO_ARTIFACT) instead."; \
+		$(MAKE) --no-print-directory demo-artifact && \
+		exec $(BIN)/mltag-serve --artifact-dir "$(DEMO_ARTIFACT)" --host 0.0.0.0; \
+	fi
+
+test: $(VENV)/.stamp-dev
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: $(VENV)/.stamp-dev
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.stamp-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+schema: $(VENV)/.stamp-service
+	$(BIN)/python -m mltag_artifact schema > docs/manifest.schema.json
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

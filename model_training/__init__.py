@@ -1,0 +1,1 @@
+"""mltag training package: data, backbones, heads, losses, recipe, metrics, export."""

@@ -1,0 +1,63 @@
+"""Service settings: `MLTAG_*` environment variables, overridden by `mltag-serve` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLTAG_", extra="ignore", frozen=True)
+
+    # Model
+    artifact_dir: Path = Field(Path("models/default"), description="Artifact directory to serve.")
+    provider: Provider = Field(
+        "auto", description="ONNX Runtime execution provider; auto = best available, else CPU."
+    )
+    require_gpu: bool = Field(False, description="Refuse to start unless a GPU provider is used.")
+    intra_op_threads: int = Field(
+        0, ge=0, description="ORT intra-op threads (0 = one per core, minus decode threads)."
+    )
+    warmup_runs: int = Field(2, ge=0, description="Warm-up inferences before ready.")
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: str | None = Field(None, description="If set, required in the X-API-Key header.")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Batching
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    max_delay_ms: float = Field(
+        0.0, ge=0, description="Wait this long for a fuller batch; 0 = never wait when idle."
+    )
+    max_queue_size: int = Field(256, ge=1, description="Images waiting; beyond it -> 429.")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Server deadline for a request; a client may only shorten it."
+    )
+    decode_threads: int = Field(0, ge=0, description="Image decode threads (0 = auto).")
+
+    # Request limits
+    max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Larger bodies -> 413.")
+    max_images_per_request: int = Field(16, ge=1)
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Decoded pixel limit (decompression bombs) -> 413."
+    )
+
+    # Shutdown
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long to finish accepted requests."
+    )
+
+    @model_validator(mode="after")
+    def _gpu_provider(self) -> Settings:
+        if self.require_gpu and self.provider == "cpu":
+            raise ValueError("require_gpu is set but provider is 'cpu'")
+        return self
