@@ -50,6 +50,9 @@ class Preprocessing(_Strict):
         description="True: the graph takes raw 0..255 pixels and applies mean/std itself.",
     )
     pad_value: tuple[int, int, int] = (0, 0, 0)
+    alpha_background: tuple[int, int, int] = Field(
+        (255, 255, 255), description="Colour that transparent pixels are composited onto."
+    )
 
     @field_validator("std")
     @classmethod
@@ -58,11 +61,11 @@ class Preprocessing(_Strict):
             raise ValueError(f"every std must be > 0, got {list(v)}")
         return v
 
-    @field_validator("pad_value")
+    @field_validator("pad_value", "alpha_background")
     @classmethod
     def _pad_in_range(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
         if any(not 0 <= p <= 255 for p in v):
-            raise ValueError(f"pad_value entries must be in 0..255, got {list(v)}")
+            raise ValueError(f"entries must be in 0..255, got {list(v)}")
         return v
 
     @model_validator(mode="after")

@@ -19,10 +19,10 @@ from mltag_artifact import write_artifact as _write_artifact
 
 # label -> (weights on mean [r, g, b] in [0, 1], bias). logit = 12 * (w . rgb + b).
 COLOUR_RULES: dict[str, tuple[tuple[float, float, float], float]] = {
-    "red": ((1.0, -0.5, -0.5), -0.25),  # red clearly above the other two channels
-    "green": ((-0.5, 1.0, -0.5), -0.25),
+    "red": ((1.0, -1.0, -0.5), -0.25),  # red clearly above green and blue
+    "green": ((-1.0, 1.0, -0.5), -0.25),
     "blue": ((-0.5, -0.5, 1.0), -0.25),
-    "yellow": ((0.5, 0.5, -1.0), -0.25),  # red + green, little blue
+    "yellow": ((0.5, 0.5, -1.0), -0.6),  # red and green both high, little blue
     "bright": ((1 / 3, 1 / 3, 1 / 3), -0.7),  # mean intensity above 0.7
     "dark": ((-1 / 3, -1 / 3, -1 / 3), 0.3),  # mean intensity below 0.3
 }
