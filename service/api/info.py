@@ -1,0 +1,63 @@
+"""Health, labels and metrics endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .common import StateDep
+from .errors import ApiError
+from .schemas import LabelInfo, LabelsResponse, ModelInfo
+
+router = APIRouter()
+
+
+@router.get("/livez", tags=["health"], summary="The process is up (does not look at the model)")
+async def livez() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get(
+    "/readyz", tags=["health"], summary="Model loaded and warmed, and not draining (else 503)"
+)
+async def readyz(state: StateDep) -> JSONResponse:
+    if state.ready and not state.draining:
+        return JSONResponse({"status": "ready"})
+    status = "draining" if state.draining else "loading"
+    return JSONResponse({"status": status}, status_code=503)
+
+
+@router.get(
+    "/labels",
+    response_model=LabelsResponse,
+    tags=["model"],
+    summary="Labels in output order with calibrated thresholds, and model metadata",
+)
+async def labels(state: StateDep) -> LabelsResponse:
+    if state.artifact is None or state.runner is None:
+        raise ApiError(503, "not_ready", "the model is not loaded yet")
+    m = state.artifact.manifest
+    return LabelsResponse(
+        model=ModelInfo(
+            name=m.name,
+            version=m.version,
+            description=m.description,
+            created_at=m.created_at.isoformat(),
+            architecture=m.architecture.model_dump(),
+            evaluation=[e.model_dump() for e in m.evaluation],
+            preprocessing=m.preprocessing.model_dump(),
+            execution_provider=state.runner.provider,
+        ),
+        default_threshold=m.default_threshold,
+        labels=[
+            LabelInfo(index=i, name=name, threshold=t)
+            for i, (name, t) in enumerate(zip(m.labels, m.thresholds, strict=True))
+        ],
+    )
+
+
+@router.get("/metrics", tags=["health"], summary="Prometheus metrics")
+async def metrics(state: StateDep) -> Response:
+    state.metrics.queue_depth.set(state.batcher.queue_depth if state.batcher else 0)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

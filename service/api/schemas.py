@@ -1,0 +1,96 @@
+"""Request and response bodies of the public API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Score = float
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. invalid_image.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+    request_id: str | None = None
+
+
+class TagOptions(BaseModel):
+    """Options of POST /tag, from the query string or the JSON body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int | None = Field(None, ge=1, le=10_000, description="Return at most k tags.")
+    min_score: float | None = Field(
+        None, ge=0.0, le=1.0, description="One threshold for every label (overrides calibration)."
+    )
+    thresholds: dict[str, float] | None = Field(
+        None, description='Per-label threshold overrides, e.g. {"dog": 0.3}.'
+    )
+    all_scores: bool = Field(False, description="Also return every label's score.")
+    timeout_ms: float | None = Field(
+        None, gt=0, description="Shorten the server's deadline for this request."
+    )
+
+
+class ImageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    b64: str = Field(description="The image file, base64-encoded (standard alphabet).")
+    filename: str | None = None
+
+
+class TagJsonRequest(TagOptions):
+    images: list[ImageIn] = Field(min_length=1)
+
+
+class Tag(BaseModel):
+    label: str
+    score: Score
+
+
+class ImageResult(BaseModel):
+    index: int
+    filename: str | None
+    tags: list[Tag]
+    scores: dict[str, Score] | None = Field(
+        None, description="Every label's score, in output order (with all_scores=true)."
+    )
+    error: ErrorDetail | None = None
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class TagResponse(BaseModel):
+    model: ModelRef
+    results: list[ImageResult]
+
+
+class LabelInfo(BaseModel):
+    index: int
+    name: str
+    threshold: float
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    description: str
+    created_at: str
+    architecture: dict[str, Any]
+    evaluation: list[dict[str, Any]]
+    preprocessing: dict[str, Any]
+    execution_provider: str
+
+
+class LabelsResponse(BaseModel):
+    model: ModelInfo
+    default_threshold: float
+    labels: list[LabelInfo]

@@ -1,0 +1,197 @@
+"""POST /tag: images in (multipart, raw image body, or base64 JSON), tags out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from ..inference.postprocess import effective_thresholds, select_tags
+from ..inference.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
+from ..state import ServiceState
+from .common import ReadyStateDep, decode_images, image_error, infer_samples, request_deadline
+from .errors import ApiError
+from .schemas import ErrorResponse, TagJsonRequest, TagOptions, TagResponse
+
+router = APIRouter(tags=["tagging"])
+
+_CONTENT_TYPES = (
+    "multipart/form-data (one or more file fields named 'image'), a raw image body "
+    "(Content-Type image/* or application/octet-stream), or application/json "
+    '({"images": [{"b64": ...}]})'
+)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 429, 503, 504)
+}
+
+
+def _parse_thresholds(raw: str | None) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ApiError(
+            422, "invalid_request", 'thresholds must be a JSON object, e.g. {"dog": 0.3}'
+        ) from None
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid_request", "thresholds must be a JSON object of label: value")
+    return value
+
+
+def _validate_options(state: ServiceState, options: TagOptions) -> None:
+    if not options.thresholds:
+        return
+    unknown = [label for label in options.thresholds if label not in state.label_index]
+    if unknown:
+        raise ApiError(
+            422,
+            "unknown_label",
+            f"unknown label(s) in thresholds: {', '.join(map(repr, unknown))}; "
+            "GET /labels lists the model's labels",
+        )
+    for label, value in options.thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ApiError(
+                422, "invalid_request", f"threshold for {label!r} must be a number in [0, 1]"
+            )
+
+
+async def _read_multipart(
+    request: Request, state: ServiceState
+) -> tuple[list[bytes], list[str | None]]:
+    limit = state.settings.max_images_per_request
+    form = await request.form(
+        max_files=limit + 1, max_fields=100, max_part_size=state.settings.max_body_bytes
+    )
+    parts = form.getlist("image")
+    if not parts:
+        raise ApiError(
+            400, "no_image", "no image found: send each file in a multipart field named 'image'"
+        )
+    payloads: list[bytes] = []
+    names: list[str | None] = []
+    for part in parts:
+        if not isinstance(part, UploadFile):
+            raise ApiError(400, "no_image", "the 'image' field must be a file upload, not text")
+        payloads.append(await part.read())
+        names.append(part.filename)
+    await form.close()
+    return payloads, names
+
+
+def _decode_b64(text: str, index: int) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_base64", f"images[{index}].b64 is not valid base64") from None
+
+
+@router.post(
+    "/tag",
+    response_model=TagResponse,
+    responses=_ERRORS,
+    summary="Tag one or more images",
+    description=f"Send {_CONTENT_TYPES}. Supported image formats: {SUPPORTED_FORMATS_TEXT}. "
+    "Tags are filtered by the model's calibrated per-label thresholds unless overridden.",
+)
+async def tag(
+    request: Request,
+    state: ReadyStateDep,
+    top_k: int | None = Query(None, ge=1, le=10_000, description="At most k tags per image."),
+    min_score: float | None = Query(
+        None, ge=0, le=1, description="One threshold for all labels (overrides calibration)."
+    ),
+    thresholds: str | None = Query(
+        None, description='Per-label threshold overrides as JSON, e.g. {"dog": 0.3}.'
+    ),
+    all_scores: bool = Query(False, description="Also return every label's score."),
+    timeout_ms: float | None = Query(None, gt=0, description="Shorten the server deadline."),
+) -> JSONResponse:
+    options = TagOptions(
+        top_k=top_k,
+        min_score=min_score,
+        thresholds=_parse_thresholds(thresholds),
+        all_scores=all_scores,
+        timeout_ms=timeout_ms,
+    )
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        payloads, names = await _read_multipart(request, state)
+    elif ctype.startswith("image/") or ctype == "application/octet-stream":
+        payloads, names = [await request.body()], [request.headers.get("x-filename")]
+    elif ctype == "application/json":
+        body = await request.body()
+        if not body:
+            raise ApiError(400, "empty_body", "the request body is empty")
+        try:
+            parsed = TagJsonRequest.model_validate_json(body)
+        except ValidationError as e:
+            first = e.errors()[0]
+            if first["type"] == "json_invalid":
+                raise ApiError(400, "invalid_json", f"malformed JSON: {first['msg']}") from None
+            loc = ".".join(str(p) for p in first["loc"])
+            raise ApiError(422, "invalid_request", f"{loc}: {first['msg']}") from None
+        payloads = [_decode_b64(img.b64, i) for i, img in enumerate(parsed.images)]
+        names = [img.filename for img in parsed.images]
+        given = parsed.model_dump(exclude={"images"}, exclude_unset=True)
+        options = options.model_copy(update=given)
+    elif not ctype:
+        raise ApiError(
+            415, "unsupported_media_type", f"missing Content-Type; send {_CONTENT_TYPES}"
+        )
+    else:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"unsupported Content-Type {ctype!r}; send {_CONTENT_TYPES}",
+        )
+    if len(payloads) > state.settings.max_images_per_request:
+        raise ApiError(
+            422,
+            "too_many_images",
+            f"{len(payloads)} images in one request; the limit is "
+            f"{state.settings.max_images_per_request}",
+        )
+    if len(payloads) == 1 and not payloads[0]:
+        raise ApiError(400, "empty_body", "the image is empty (0 bytes)")
+    _validate_options(state, options)
+    deadline = request_deadline(request, state, options.timeout_ms)
+
+    decoded = await decode_images(state, payloads)
+    if len(decoded) == 1 and isinstance(decoded[0], ImageError):
+        state.metrics.images.labels("error").inc()
+        raise image_error(decoded[0])  # a single bad image is the request's own error
+    ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
+    probs = await infer_samples(request, state, [decoded[i] for i in ok], deadline)  # type: ignore[misc]
+    by_index = dict(zip(ok, probs, strict=True))
+
+    assert state.artifact is not None
+    manifest = state.artifact.manifest
+    labels = manifest.labels
+    thr = effective_thresholds(labels, state.calibrated, options.min_score, options.thresholds)
+    results: list[dict[str, Any]] = []
+    for i, item in enumerate(decoded):
+        result: dict[str, Any] = {"index": i, "filename": names[i], "tags": [], "error": None}
+        if isinstance(item, ImageError):
+            result["error"] = {"code": item.code, "message": str(item)}
+        else:
+            p = by_index[i]
+            tags = select_tags(p, labels, thr, options.top_k)
+            result["tags"] = [{"label": lab, "score": score} for lab, score in tags]
+            if options.all_scores:
+                result["scores"] = dict(zip(labels, map(float, p), strict=True))
+        results.append(result)
+    n_err = len(decoded) - len(ok)
+    state.metrics.images.labels("ok").inc(len(ok))
+    if n_err:
+        state.metrics.images.labels("error").inc(n_err)
+    return JSONResponse(
+        {"model": {"name": manifest.name, "version": manifest.version}, "results": results}
+    )

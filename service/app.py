@@ -1,0 +1,112 @@
+"""`create_app(settings)`: the FastAPI app. The lifespan loads, checks and warms the model
+and starts the batcher; nothing heavy happens at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from mltag_artifact import load_artifact
+
+from . import __version__
+from .api import info, kserve, tag
+from .api.errors import install_error_handlers
+from .inference.batcher import DynamicBatcher
+from .inference.model import ModelRunner, available_cores
+from .middleware import ServiceMiddleware
+from .settings import Settings
+from .state import ServiceState
+
+log = logging.getLogger("mltag.app")
+
+
+def decode_thread_count(settings: Settings) -> int:
+    return settings.decode_threads or available_cores()
+
+
+def load_model(state: ServiceState) -> None:
+    """Validate the artifact, create the session, warm it up (blocking; run in a thread)."""
+    s = state.settings
+    artifact = load_artifact(s.artifact_dir)
+    runner = ModelRunner(artifact, s.provider, s.require_gpu, s.intra_op_threads)
+    runner.warm_up(s.warmup_runs, s.max_batch_size)
+    m = artifact.manifest
+    state.artifact, state.runner = artifact, runner
+    state.calibrated = np.asarray(m.thresholds, dtype=np.float32)
+    state.label_index = {label: i for i, label in enumerate(m.labels)}
+    state.metrics.model_info.info(
+        {"name": m.name, "version": m.version, "provider": runner.provider}
+    )
+    log.info(
+        "loaded %s %s (%d labels) from %s on %s",
+        m.name,
+        m.version,
+        len(m.labels),
+        s.artifact_dir,
+        runner.provider,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.mltag
+    s = state.settings
+    if state.runner is None:  # mltag-serve loads before binding the port, for clean errors
+        await asyncio.to_thread(load_model, state)
+    assert state.runner is not None
+    state.decode_pool = ThreadPoolExecutor(
+        max_workers=decode_thread_count(s), thread_name_prefix="mltag-decode"
+    )
+    state.batcher = DynamicBatcher(
+        state.runner.run,
+        max_batch_size=s.max_batch_size,
+        max_delay_s=s.max_delay_ms / 1000.0,
+        max_queue_size=s.max_queue_size,
+        metrics=state.metrics,
+    )
+    state.batcher.start()
+    state.set_ready(True)
+    try:
+        yield
+    finally:
+        state.begin_drain()
+        state.set_ready(False)
+        await state.batcher.stop()  # finishes whatever is still queued
+        state.decode_pool.shutdown(wait=True)
+        log.info("stopped")
+
+
+def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:
+    """The app; pass `state` only to hand over a model that `load_model` already loaded."""
+    settings = settings or (state.settings if state else Settings())
+    state = state or ServiceState(settings=settings)
+    app = FastAPI(
+        title="mltag",
+        version=__version__,
+        description="Multilabel image tagging. POST images to /tag; see /labels for the label "
+        "set and calibrated thresholds; KServe v2 protocol under /v2.",
+        lifespan=lifespan,
+    )
+    app.state.mltag = state
+    install_error_handlers(app)
+    app.include_router(tag.router)
+    app.include_router(info.router)
+    app.include_router(kserve.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    # Added last, so it is the outermost layer: it sees every request and final status.
+    app.add_middleware(ServiceMiddleware, state=state)
+    return app

@@ -1,0 +1,137 @@
+"""`mltag-serve`: flags mirror the settings (each also an `MLTAG_*` environment variable)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+import typing
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from mltag_artifact import ArtifactError
+
+from .inference.model import ModelLoadError
+from .logs import configure_logging
+from .settings import Settings
+from .state import ServiceState
+
+log = logging.getLogger("mltag.serve")
+
+DESCRIPTION = """\
+Serve an mltag artifact (model.onnx + manifest.json) over HTTP: POST /tag, GET /labels,
+/livez, /readyz, /metrics, and the KServe v2 protocol under /v2.
+
+Every option can also be set as an environment variable: --max-batch-size 32 is
+MLTAG_MAX_BATCH_SIZE=32. Flags win over the environment.
+"""
+
+
+def _add_setting(parser: argparse.ArgumentParser, name: str, field: Any) -> None:
+    flag = "--" + name.replace("_", "-")
+    env = "MLTAG_" + name.upper()
+    default = field.default
+    help_text = f"{field.description or ''} [env {env}; default {default!r}]".strip()
+    annotation = field.annotation
+    if annotation is bool:
+        parser.add_argument(
+            flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+        )
+        return
+    kwargs: dict[str, Any] = {"default": None, "help": help_text, "metavar": name.upper()}
+    if typing.get_origin(annotation) is typing.Literal:
+        kwargs["choices"] = list(typing.get_args(annotation))
+        kwargs.pop("metavar")
+    elif typing.get_origin(annotation) is list:
+        kwargs["nargs"] = "+"
+        kwargs["help"] = help_text.replace("[env", "[space-separated; env (JSON list)")
+    parser.add_argument(flag, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mltag-serve",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for name, field in Settings.model_fields.items():
+        _add_setting(parser, name, field)
+    return parser
+
+
+def settings_from_args(argv: list[str] | None) -> Settings:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings(**overrides)
+
+
+def _serve(settings: Settings, state: ServiceState) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    class DrainingServer(uvicorn.Server):
+        """First SIGTERM/SIGINT: drain (stop admitting, finish accepted work), then exit.
+        A second signal exits at once."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if state.draining:
+                self.should_exit = True
+                self.force_exit = True
+                return
+            log.info("received %s", signal.Signals(sig).name)
+            state.begin_drain()
+
+        async def on_tick(self, counter: int) -> bool:
+            if state.drained():
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    config = uvicorn.Config(
+        create_app(settings, state),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1,
+        server_header=False,
+    )
+    server = DrainingServer(config)
+    server.run()
+    return 0 if server.started else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = settings_from_args(argv)
+    except ValidationError as e:
+        lines = [
+            f"  {'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors()
+        ]
+        print("mltag-serve: invalid settings:\n" + "\n".join(lines), file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    from .app import load_model
+
+    state = ServiceState(settings=settings)
+    t0 = time.perf_counter()
+    try:
+        load_model(state)  # before binding the port: a bad artifact is a clean, early exit
+    except (ArtifactError, ModelLoadError) as e:
+        print(f"mltag-serve: cannot start:\n{e}", file=sys.stderr)
+        return 2
+    log.info(
+        "model ready in %.2f s; listening on %s:%d",
+        time.perf_counter() - t0,
+        settings.host,
+        settings.port,
+    )
+    return _serve(settings, state)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Dynamic batching: one bounded queue, one consumer task, a future per image.
+
+Flushes when `max_batch_size` images wait or when the oldest has waited `max_delay_s`
+(0 = never wait when idle: while a batch runs, arrivals pile up and form the next batch, as
+in Triton). Items whose future is already done (client gone, request timed out) are dropped
+before they are computed; items past their deadline fail with DeadlineExceededError.
+The model runs in a dedicated thread so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..metrics import ServiceMetrics
+
+log = logging.getLogger("mltag.batcher")
+
+
+class QueueFullError(Exception):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the queue is full; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(Exception):
+    pass
+
+
+class BatcherClosedError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Item:
+    sample: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    enqueued: float
+    deadline: float
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run_batch: Callable[[np.ndarray], np.ndarray],
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue_size: int,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.max_queue_size = max_queue_size
+        self._metrics = metrics
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mltag-model")
+        self._busy = False
+        self._batch_time_ewma = 0.0  # seconds per batch, for Retry-After
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and not self._busy
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="mltag-batcher")
+
+    def submit(
+        self, samples: Sequence[np.ndarray], deadline: float
+    ) -> list[asyncio.Future[np.ndarray]]:
+        """Queue all samples or none (QueueFullError). `deadline` is on time.monotonic()."""
+        if self._closing:
+            raise BatcherClosedError("the service is shutting down")
+        if len(self._queue) + len(samples) > self.max_queue_size:
+            raise QueueFullError(self._retry_after())
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures: list[asyncio.Future[np.ndarray]] = []
+        for sample in samples:
+            fut: asyncio.Future[np.ndarray] = loop.create_future()
+            self._queue.append(_Item(sample, fut, now, deadline))
+            futures.append(fut)
+        self._set_depth()
+        self._wakeup.set()
+        return futures
+
+    async def stop(self) -> None:
+        """Finish everything queued, then stop the consumer and the model thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    def _retry_after(self) -> int:
+        batches = math.ceil(len(self._queue) / self.max_batch_size)
+        return max(1, math.ceil(batches * self._batch_time_ewma))
+
+    def _set_depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.set(len(self._queue))
+
+    async def _wait_for_fuller_batch(self) -> None:
+        flush_at = self._queue[0].enqueued + self.max_delay_s
+        while len(self._queue) < self.max_batch_size and not self._closing:
+            remaining = flush_at - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take_batch(self) -> list[_Item]:
+        batch: list[_Item] = []
+        now = time.monotonic()
+        while self._queue and len(batch) < self.max_batch_size:
+            item = self._queue.popleft()
+            if item.future.done():  # cancelled: the client went away or its request timed out
+                continue
+            if item.deadline <= now:
+                item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
+                continue
+            batch.append(item)
+            if self._metrics is not None:
+                self._metrics.queue_wait.observe(now - item.enqueued)
+        self._set_depth()
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self.max_delay_s > 0:
+                await self._wait_for_fuller_batch()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            self._busy = True
+            t0 = time.monotonic()
+            try:
+                samples = [item.sample for item in batch]
+                probs = await loop.run_in_executor(self._executor, self._stack_and_run, samples)
+            except Exception as e:  # fan the failure out to every waiter of this batch
+                log.exception("model run failed for a batch of %d", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                continue
+            finally:
+                self._busy = False
+            elapsed = time.monotonic() - t0
+            self._batch_time_ewma = 0.8 * self._batch_time_ewma + 0.2 * elapsed
+            if self._metrics is not None:
+                self._metrics.inference_duration.observe(elapsed)
+                self._metrics.batch_size.observe(len(batch))
+            for item, row in zip(batch, probs, strict=True):
+                if not item.future.done():
+                    item.future.set_result(row)
+
+    def _stack_and_run(self, samples: list[np.ndarray]) -> np.ndarray:
+        out = self._run_batch(np.stack(samples))
+        if out.shape[0] != len(samples):
+            raise RuntimeError(f"model returned {out.shape[0]} rows for {len(samples)} inputs")
+        return out

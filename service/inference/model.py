@@ -1,0 +1,142 @@
+"""The ONNX Runtime session: provider choice, checks against the manifest, warm-up, run."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from mltag_artifact import Artifact
+
+log = logging.getLogger("mltag.runner")
+
+_GPU_PROVIDERS = {
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+
+
+class ModelLoadError(Exception):
+    """The model cannot be served as configured (message says why)."""
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def choose_providers(requested: str, require_gpu: bool, available: list[str]) -> list[str]:
+    """Map the `provider` setting onto an ORT provider list, or refuse clearly."""
+    if requested == "cpu":
+        return ["CPUExecutionProvider"]
+    if requested in _GPU_PROVIDERS:
+        wanted = _GPU_PROVIDERS[requested][0]
+        if wanted not in available:
+            raise ModelLoadError(
+                f"provider {requested!r} requested but ONNX Runtime offers only {available}; "
+                "install the `gpu` extra (onnxruntime-gpu) on a machine with CUDA"
+            )
+        return [p for p in _GPU_PROVIDERS[requested] if p in available]
+    # auto: the best GPU provider present, else CPU
+    for name in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
+        if name in available:
+            return [p for p in _GPU_PROVIDERS["tensorrt"] if p in available]
+    if require_gpu:
+        raise ModelLoadError(
+            f"require_gpu is set but ONNX Runtime offers no GPU provider (only {available})"
+        )
+    log.warning("no GPU execution provider available; running on CPU")
+    return ["CPUExecutionProvider"]
+
+
+class ModelRunner:
+    """One ORT session; `run` is called from one thread at a time (the batcher's)."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        provider: str = "auto",
+        require_gpu: bool = False,
+        intra_op_threads: int = 0,
+    ) -> None:
+        m = artifact.manifest
+        self.manifest = m
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = intra_op_threads or available_cores()
+        opts.inter_op_num_threads = 1
+        # Busy-wait spinning steals cores from image decoding (measured: perf-notes.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = choose_providers(provider, require_gpu, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(
+                str(artifact.onnx_path), sess_options=opts, providers=providers
+            )
+        except Exception as e:
+            raise ModelLoadError(f"ONNX Runtime cannot load {artifact.onnx_path}: {e}") from e
+        self.provider = self.session.get_providers()[0]
+        if require_gpu and self.provider == "CPUExecutionProvider":
+            raise ModelLoadError("require_gpu is set but the session fell back to CPU")
+        self._check_io()
+        p = m.preprocessing
+        shape = (p.height, p.width, 3) if p.layout == "NHWC" else (3, p.height, p.width)
+        self.sample_shape: tuple[int, int, int] = shape
+        self.dtype = np.dtype(p.input_dtype)
+        self.input_name = m.onnx.input_name
+        self.output_names = [m.onnx.output_name]
+
+    def _check_io(self) -> None:
+        m = self.manifest
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if m.onnx.input_name not in inputs:
+            raise ModelLoadError(
+                f"manifest onnx.input_name {m.onnx.input_name!r} is not a model input "
+                f"(model inputs: {sorted(inputs)})"
+            )
+        if len(inputs) != 1:
+            raise ModelLoadError(f"the model must have exactly one input, has {sorted(inputs)}")
+        if m.onnx.output_name not in outputs:
+            raise ModelLoadError(
+                f"manifest onnx.output_name {m.onnx.output_name!r} is not a model output "
+                f"(model outputs: {sorted(outputs)})"
+            )
+        inp = inputs[m.onnx.input_name]
+        want = _ORT_TYPES[m.preprocessing.input_dtype]
+        if inp.type != want:
+            raise ModelLoadError(
+                f"model input is {inp.type} but manifest preprocessing.input_dtype says {want}"
+            )
+        n_out = outputs[m.onnx.output_name].shape[-1]
+        if isinstance(n_out, int) and n_out != len(m.labels):
+            raise ModelLoadError(
+                f"model outputs {n_out} scores but the manifest lists {len(m.labels)} labels"
+            )
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(B, *sample_shape) -> (B, C) float32 probabilities."""
+        out = self.session.run(self.output_names, {self.input_name: batch})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def warm_up(self, runs: int, max_batch_size: int) -> None:
+        """Run the sizes we will see, and check the output honours the contract."""
+        for size in sorted({1, max_batch_size}):
+            batch = np.zeros((size, *self.sample_shape), dtype=self.dtype)
+            for _ in range(max(1, runs)):
+                probs = self.run(batch)
+            if probs.shape != (size, len(self.manifest.labels)):
+                raise ModelLoadError(
+                    f"model returned shape {probs.shape} for a batch of {size}; expected "
+                    f"({size}, {len(self.manifest.labels)})"
+                )
+            if not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1:
+                raise ModelLoadError(
+                    "model output is not probabilities in [0, 1] "
+                    f"(range {probs.min():.3g}..{probs.max():.3g}); the manifest promises "
+                    "output.semantics = probabilities"
+                )

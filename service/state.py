@@ -1,0 +1,57 @@
+"""What one running service holds: settings, model, queue, pools, lifecycle flags."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mltag_artifact import Artifact
+
+from .inference.batcher import DynamicBatcher
+from .inference.model import ModelRunner
+from .metrics import ServiceMetrics
+from .settings import Settings
+
+log = logging.getLogger("mltag.state")
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    artifact: Artifact | None = None
+    runner: ModelRunner | None = None
+    batcher: DynamicBatcher | None = None
+    decode_pool: ThreadPoolExecutor | None = None
+    calibrated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    label_index: dict[str, int] = field(default_factory=dict)
+    ready: bool = False
+    draining: bool = False
+    drain_started: float = 0.0
+    in_flight: int = 0
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        self.metrics.ready.set(1 if ready and not self.draining else 0)
+
+    def begin_drain(self) -> None:
+        """Stop admitting work: /readyz turns 503, new requests get 503, accepted ones finish."""
+        if not self.draining:
+            log.info("draining: refusing new requests, finishing %d in flight", self.in_flight)
+            self.draining = True
+            self.drain_started = time.monotonic()
+            self.metrics.ready.set(0)
+
+    def drained(self) -> bool:
+        """True once nothing accepted is left, or the drain timeout has passed."""
+        if not self.draining:
+            return False
+        idle = self.in_flight == 0 and (self.batcher is None or self.batcher.idle)
+        timed_out = time.monotonic() - self.drain_started > self.settings.drain_timeout_s
+        if timed_out and not idle:
+            log.warning("drain timeout: %d requests still in flight", self.in_flight)
+        return idle or timed_out
