@@ -11,7 +11,8 @@
 # Expected size: about 4 GB uncompressed (~2.3 GB compressed), estimated from the published
 # layers, not built: the CUDA 13 + cuDNN 9 runtime base ~3.3 GB (cuBLAS, cuDNN dominate),
 # Python 3.12 ~60 MB, the `gpu` extra's venv ~0.5 GB (onnxruntime-gpu ~0.35 GB, numpy 73 MB).
-# onnxruntime-gpu from PyPI is built for CUDA 13 + cuDNN 9, hence this base; keep the two in step when bumping docker/constraints.txt.
+# onnxruntime-gpu from PyPI is built for CUDA 13 + cuDNN 9, hence this base; keep the two in
+# step when bumping docker/constraints.txt.
 
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
