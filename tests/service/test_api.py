@@ -1,0 +1,425 @@
+"""The API through the real app (lifespan, batcher, ONNX Runtime) on the demo colour model."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mltag_artifact import Artifact, Manifest
+from service.app import create_app
+from service.inference.model import ModelLoadError
+from service.settings import Settings
+
+from .conftest import ClientFactory
+from .images import BLUE, GREEN, RED, encode, solid
+
+LABELS = ["red", "green", "blue", "yellow", "bright", "dark"]
+
+
+def tags_of(result: dict[str, Any]) -> list[str]:
+    return [t["label"] for t in result["tags"]]
+
+
+def test_multipart_several_images(client: TestClient) -> None:
+    files = [("image", ("r.png", solid(RED), "image/png")),
+             ("image", ("b.jpg", solid(BLUE, fmt="JPEG"), "image/jpeg"))]  # fmt: skip
+    r = client.post("/tag", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == {"name": "colour-demo", "version": "1.0.0"}
+    first, second = body["results"]
+    assert (first["index"], first["filename"], first["error"]) == (0, "r.png", None)
+    assert tags_of(first) == ["red"]
+    assert tags_of(second) == ["blue"]
+    scores = [t["score"] for t in first["tags"]]
+    assert scores == sorted(scores, reverse=True)
+    assert r.headers["x-request-id"]
+
+
+def test_raw_body_and_json_base64(client: TestClient) -> None:
+    r = client.post("/tag", content=solid(GREEN), headers={"content-type": "image/png",
+                                                           "x-filename": "g.png"})  # fmt: skip
+    assert tags_of(r.json()["results"][0]) == ["green"]
+    assert r.json()["results"][0]["filename"] == "g.png"
+    payload = {"images": [{"b64": base64.b64encode(solid(RED)).decode(), "filename": "x"}],
+               "all_scores": True}  # fmt: skip
+    r = client.post("/tag", json=payload)
+    result = r.json()["results"][0]
+    assert tags_of(result) == ["red"]
+    assert list(result["scores"]) == LABELS
+    assert result["scores"]["red"] > 0.9 > result["scores"]["green"]
+
+
+def test_options_override_thresholds(client: TestClient) -> None:
+    img = {"content": solid((200, 190, 20)), "headers": {"content-type": "image/png"}}
+    yellow = client.post("/tag", **img).json()["results"][0]
+    assert tags_of(yellow)[0] == "yellow"
+    everything = client.post("/tag", params={"min_score": 0}, **img).json()["results"][0]
+    assert sorted(tags_of(everything)) == sorted(LABELS)
+    top2 = client.post("/tag", params={"min_score": 0, "top_k": 2}, **img).json()["results"][0]
+    assert tags_of(top2) == tags_of(everything)[:2]
+    per_label = client.post(
+        "/tag", params={"thresholds": json.dumps({"yellow": 1.0, "dark": 0.0})}, **img
+    ).json()["results"][0]
+    assert "yellow" not in tags_of(per_label)
+    assert "dark" in tags_of(per_label)
+
+
+def _multipart_body(boundary: str, payload: bytes) -> bytes:
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    )
+    return head.encode() + payload  # no closing boundary
+
+
+BAD_INPUTS = [
+    # (id, request kwargs, status, error code)
+    (
+        "empty raw body",
+        {"content": b"", "headers": {"content-type": "image/png"}},
+        400,
+        "empty_body",
+    ),
+    (
+        "not an image",
+        {"content": b"hello", "headers": {"content-type": "image/jpeg"}},
+        422,
+        "invalid_image",
+    ),
+    (
+        "truncated jpeg",
+        {
+            "content": solid(RED, (300, 300), "JPEG")[:900],
+            "headers": {"content-type": "image/jpeg"},
+        },
+        422,
+        "invalid_image",
+    ),
+    (
+        "unsupported format",
+        {
+            "content": encode(__import__("PIL.Image").Image.new("RGB", (8, 8)), "ICO"),
+            "headers": {"content-type": "image/x-icon"},
+        },
+        415,
+        "unsupported_format",
+    ),
+    (
+        "too many pixels",
+        {"content": solid(RED, (3000, 2000)), "headers": {"content-type": "image/png"}},
+        413,
+        "image_too_large",
+    ),
+    (
+        "wrong content type",
+        {"content": b"x", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "no content type",
+        {"content": b"x", "headers": {"content-type": ""}},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "malformed multipart",
+        {
+            "content": b"garbage without a boundary",
+            "headers": {"content-type": "multipart/form-data; boundary=zz"},
+        },
+        400,
+        "bad_request",
+    ),
+    (
+        "multipart missing boundary",
+        {"content": b"abc", "headers": {"content-type": "multipart/form-data"}},
+        400,
+        "bad_request",
+    ),
+    (
+        "truncated multipart",
+        {
+            "content": _multipart_body("zz", b"abc"),
+            "headers": {"content-type": "multipart/form-data; boundary=zz"},
+        },
+        400,
+        "no_image",
+    ),
+    (
+        "multipart without image field",
+        {"files": [("photo", ("a.png", solid(RED), "image/png"))]},
+        400,
+        "no_image",
+    ),
+    (
+        "multipart text field",
+        {"data": {"image": "not a file"}, "files": [("other", ("a.png", b"x", "image/png"))]},
+        400,
+        "no_image",
+    ),
+    (
+        "malformed json",
+        {"content": b'{"images": [', "headers": {"content-type": "application/json"}},
+        400,
+        "invalid_json",
+    ),
+    ("json without images", {"json": {"top_k": 3}}, 422, "invalid_request"),
+    ("json empty images", {"json": {"images": []}}, 422, "invalid_request"),
+    (
+        "json unknown field",
+        {"json": {"images": [{"b64": "aGk="}], "colour": 1}},
+        422,
+        "invalid_request",
+    ),
+    ("bad base64", {"json": {"images": [{"b64": "%%%not base64%%%"}]}}, 400, "invalid_base64"),
+    (
+        "json bad image",
+        {"json": {"images": [{"b64": base64.b64encode(b"junk").decode()}]}},
+        422,
+        "invalid_image",
+    ),
+    (
+        "too many images",
+        {"files": [("image", ("a.png", solid(RED), "image/png"))] * 17},
+        422,
+        "too_many_images",
+    ),
+    (
+        "unknown label",
+        {
+            "params": {"thresholds": '{"cat": 0.5}'},
+            "content": solid(RED),
+            "headers": {"content-type": "image/png"},
+        },
+        422,
+        "unknown_label",
+    ),
+    (
+        "threshold out of range",
+        {
+            "params": {"thresholds": '{"red": 3}'},
+            "content": solid(RED),
+            "headers": {"content-type": "image/png"},
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "thresholds not json",
+        {
+            "params": {"thresholds": "red=1"},
+            "content": solid(RED),
+            "headers": {"content-type": "image/png"},
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "min_score out of range",
+        {
+            "params": {"min_score": 1.5},
+            "content": solid(RED),
+            "headers": {"content-type": "image/png"},
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "top_k zero",
+        {"params": {"top_k": 0}, "content": solid(RED), "headers": {"content-type": "image/png"}},
+        422,
+        "invalid_request",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "status", "code"), [c[1:] for c in BAD_INPUTS],
+                         ids=[c[0] for c in BAD_INPUTS])  # fmt: skip
+def test_bad_input_table(
+    make_client: ClientFactory, kwargs: dict[str, Any], status: int, code: str
+) -> None:
+    with make_client(max_image_pixels=5_000_000) as client:
+        r = client.post("/tag", **kwargs)
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert err["code"] == code
+        assert len(err["message"]) > 10
+        # the service is still healthy afterwards
+        assert client.post("/tag", content=solid(RED), headers={"content-type": "image/png"}
+                           ).status_code == 200  # fmt: skip
+
+
+def test_oversized_body_413(make_client: ClientFactory) -> None:
+    with make_client(max_body_bytes=10_000) as client:
+        big = solid(RED, (1000, 1000), "BMP")
+        r = client.post("/tag", content=big, headers={"content-type": "image/bmp"})
+        assert r.status_code == 413
+        assert "exceeds the limit of 10000 bytes" in r.json()["error"]["message"]
+
+        def chunks() -> Any:  # no Content-Length: the streaming limit must catch it
+            for i in range(0, len(big), 4096):
+                yield big[i : i + 4096]
+
+        r = client.post("/tag", content=chunks(), headers={"content-type": "image/bmp"})
+        assert r.status_code == 413
+
+
+def test_one_bad_image_does_not_fail_the_batch(client: TestClient) -> None:
+    files = [("image", ("ok.png", solid(RED), "image/png")),
+             ("image", ("bad.jpg", b"garbage", "image/jpeg")),
+             ("image", ("ok2.png", solid(BLUE), "image/png"))]  # fmt: skip
+    r = client.post("/tag", files=files)
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert tags_of(res[0]) == ["red"] and tags_of(res[2]) == ["blue"]
+    assert res[1]["tags"] == [] and res[1]["error"]["code"] == "invalid_image"
+
+
+def test_labels_and_health(client: TestClient) -> None:
+    body = client.get("/labels").json()
+    assert [label["name"] for label in body["labels"]] == LABELS
+    assert all(label["threshold"] == pytest.approx(0.5) for label in body["labels"])
+    assert body["model"]["execution_provider"] == "CPUExecutionProvider"
+    assert body["model"]["preprocessing"]["input_dtype"] == "uint8"
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_metrics_exported(client: TestClient) -> None:
+    client.post("/tag", content=solid(RED), headers={"content-type": "image/png"})
+    client.post("/tag", content=b"x", headers={"content-type": "text/plain"})
+    text = client.get("/metrics").text
+    for needle in (
+        'mltag_request_duration_seconds_count{endpoint="/tag",status_class="2xx"} 1.0',
+        'mltag_request_duration_seconds_count{endpoint="/tag",status_class="4xx"} 1.0',
+        "mltag_batch_size_count",
+        "mltag_queue_wait_seconds_bucket",
+        "mltag_inference_duration_seconds_bucket",
+        "mltag_decode_duration_seconds_bucket",
+        "mltag_queue_depth 0.0",
+        'mltag_images_processed_total{outcome="ok"} 1.0',
+        'mltag_requests_rejected_total{reason="queue_full"} 0.0',
+        'mltag_model_info{name="colour-demo",provider="CPUExecutionProvider",version="1.0.0"}',
+        "mltag_ready 1.0",
+    ):
+        assert needle in text, needle
+
+
+def test_concurrent_requests_are_batched_and_mapped_back(make_client: ClientFactory) -> None:
+    colours = {"red": RED, "green": GREEN, "blue": BLUE}
+    jobs = [list(colours)[i % 3] for i in range(48)]
+    with make_client(max_batch_size=8, max_delay_ms=20) as client:
+
+        def send(name: str) -> str:
+            r = client.post("/tag", content=solid(colours[name]),
+                            headers={"content-type": "image/png"})  # fmt: skip
+            return tags_of(r.json()["results"][0])[0]
+
+        with ThreadPoolExecutor(16) as pool:
+            got = list(pool.map(send, jobs))
+        assert got == jobs  # every response belongs to its own request
+        metrics = client.get("/metrics").text
+    count = _sample(metrics, "mltag_batch_size_count")
+    total = _sample(metrics, "mltag_batch_size_sum")
+    assert total == 48
+    assert count < 48 / 2, f"expected batching; got {count} batches for 48 images"
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not found")
+
+
+def test_queue_full_is_429_with_retry_after(make_client: ClientFactory) -> None:
+    with make_client(max_queue_size=2) as client:
+        files = [("image", ("a.png", solid(RED), "image/png"))] * 3
+        r = client.post("/tag", files=files)
+        assert r.status_code == 429
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["code"] == "queue_full"
+
+
+def test_deadline_passes_while_queued_is_504(make_client: ClientFactory) -> None:
+    with make_client(max_delay_ms=500, max_batch_size=8) as client:
+        r = client.post("/tag", params={"timeout_ms": 50}, content=solid(RED),
+                        headers={"content-type": "image/png"})  # fmt: skip
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "deadline_exceeded"
+        assert 'reason="deadline"} 1.0' in client.get("/metrics").text
+
+
+def test_api_key(make_client: ClientFactory) -> None:
+    with make_client(api_key="s3cret") as client:
+        img = {"content": solid(RED), "headers": {"content-type": "image/png"}}
+        r = client.post("/tag", **img)
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "unauthorized"
+        ok = client.post("/tag", content=solid(RED),
+                         headers={"content-type": "image/png", "x-api-key": "s3cret"})  # fmt: skip
+        assert ok.status_code == 200
+        bearer = client.get("/labels", headers={"authorization": "Bearer s3cret"})
+        assert bearer.status_code == 200
+        assert client.get("/labels", headers={"x-api-key": "wrong"}).status_code == 401
+        for path in ("/livez", "/readyz", "/metrics"):  # probes and scrapers need no key
+            assert client.get(path).status_code == 200
+
+
+def test_cors(make_client: ClientFactory) -> None:
+    with make_client(cors_origins=["https://app.example"], api_key="k") as client:
+        r = client.options("/tag", headers={"origin": "https://app.example",
+                                            "access-control-request-method": "POST"})  # fmt: skip
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_request_id_is_echoed(client: TestClient) -> None:
+    r = client.get("/labels", headers={"x-request-id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = client.post("/tag", content=b"", headers={"content-type": "image/png",
+                                                  "x-request-id": "req-9"})  # fmt: skip
+    assert r.json()["request_id"] == "req-9"
+
+
+def _copy_with_manifest(artifact: Artifact, tmp_path: Path, **changes: Any) -> Path:
+    target = tmp_path / "art"
+    shutil.copytree(artifact.directory, target)
+    m = Manifest.model_validate_json((target / "manifest.json").read_text())
+    (target / "manifest.json").write_text(m.model_copy(update=changes).model_dump_json())
+    return target
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"labels": [*LABELS, "purple"], "thresholds": [0.5] * 7},
+         "model outputs 6 scores but the manifest lists 7 labels"),
+        ({"onnx": "input_name"}, "manifest onnx.input_name 'pixels' is not a model input"),
+    ],
+    ids=["labels mismatch", "input name mismatch"],
+)  # fmt: skip
+def test_model_manifest_mismatch_refuses_to_start(
+    demo_artifact: Artifact, tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    if changes.get("onnx") == "input_name":
+        changes = {"onnx": demo_artifact.manifest.onnx.model_copy(update={"input_name": "pixels"})}
+    art = _copy_with_manifest(demo_artifact, tmp_path, **changes)
+    app = create_app(Settings(artifact_dir=art))
+    with pytest.raises(ModelLoadError, match=message), TestClient(app):
+        pass
+
+
+def test_require_gpu_refuses_on_cpu(demo_artifact_dir: Path) -> None:
+    app = create_app(Settings(artifact_dir=demo_artifact_dir, require_gpu=True))
+    with pytest.raises(ModelLoadError, match="no GPU provider"), TestClient(app):
+        pass

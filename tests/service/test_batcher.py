@@ -1,0 +1,228 @@
+"""DynamicBatcher: flush on size and on delay, order, error fan-out, backpressure,
+deadlines and cancellation. A real function stands in for the model here: the batcher's
+contract is about queueing, and the real ONNX path is covered by the API tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.inference.batcher import (
+    BatcherClosedError,
+    DeadlineExceededError,
+    DynamicBatcher,
+    QueueFullError,
+)
+from service.metrics import ServiceMetrics
+
+
+class RecordingModel:
+    """Returns each sample's value times 10; records batch sizes; optional gate/delay."""
+
+    def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
+        self.batches: list[list[float]] = []
+        self.delay_s = delay_s
+        self.fail = fail
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.gate.wait(5)
+        self.batches.append([float(v) for v in batch[:, 0]])
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return batch * 10
+
+
+def run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro_fn())
+
+
+def sample(v: float) -> np.ndarray:
+    return np.array([v], dtype=np.float32)
+
+
+def far() -> float:
+    return time.monotonic() + 30
+
+
+def test_results_map_back_in_order_and_batch_on_size() -> None:
+    model = RecordingModel()
+    model.gate.clear()  # hold the first batch so the rest pile up
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, max_queue_size=100)
+        b.start()
+        first = b.submit([sample(0)], far())
+        await asyncio.sleep(0.05)  # batch [0] is now running (blocked on the gate)
+        rest = [b.submit([sample(v)], far())[0] for v in range(1, 10)]
+        model.gate.set()
+        out = await asyncio.gather(*first, *rest)
+        assert [float(o[0]) for o in out] == [v * 10 for v in range(10)]
+        await b.stop()
+
+    run(main)
+    assert model.batches[0] == [0]
+    assert [len(x) for x in model.batches[1:]] == [4, 4, 1]  # flushed on size
+    assert sum(model.batches, []) == list(range(10))
+
+
+def test_flush_on_delay_collects_stragglers() -> None:
+    model = RecordingModel()
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0.2, max_queue_size=100)
+        b.start()
+        futs = b.submit([sample(1)], far())
+        await asyncio.sleep(0.05)
+        futs += b.submit([sample(2), sample(3)], far())
+        t0 = time.monotonic()
+        await asyncio.gather(*futs)
+        waited = time.monotonic() - t0
+        assert 0.05 < waited < 1.0
+        await b.stop()
+
+    run(main)
+    assert model.batches == [[1, 2, 3]]  # one batch: waited for the delay, not for size
+
+
+def test_zero_delay_runs_alone_when_idle() -> None:
+    model = RecordingModel()
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0, max_queue_size=100)
+        b.start()
+        t0 = time.monotonic()
+        await asyncio.gather(*b.submit([sample(1)], far()))
+        assert time.monotonic() - t0 < 0.5
+        await b.stop()
+
+    run(main)
+    assert model.batches == [[1]]
+
+
+def test_model_error_fans_out_to_every_waiter() -> None:
+    model = RecordingModel(fail=True)
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0.05, max_queue_size=100)
+        b.start()
+        futs = b.submit([sample(1), sample(2), sample(3)], far())
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) and "exploded" in str(r) for r in results)
+        # the batcher survives a failed batch
+        model.fail = False
+        ok = await asyncio.gather(*b.submit([sample(4)], far()))
+        assert float(ok[0][0]) == 40
+        await b.stop()
+
+    run(main)
+
+
+def test_queue_full_rejects_whole_request() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=2, max_delay_s=0, max_queue_size=3)
+        b.start()
+        running = b.submit([sample(0)], far())
+        await asyncio.sleep(0.05)  # running, so it no longer counts as queued
+        queued = b.submit([sample(1), sample(2)], far())
+        with pytest.raises(QueueFullError) as err:
+            b.submit([sample(3), sample(4)], far())  # 2 + 2 > 3: all or nothing
+        assert err.value.retry_after_s >= 1
+        assert b.queue_depth == 2
+        queued += b.submit([sample(5)], far())  # exactly fills the queue
+        model.gate.set()
+        await asyncio.gather(*running, *queued)
+        await b.stop()
+
+    run(main)
+    assert sorted(sum(model.batches, [])) == [0, 1, 2, 5]
+
+
+def test_expired_deadline_is_not_computed() -> None:
+    model = RecordingModel(delay_s=0.2)
+    metrics = ServiceMetrics()
+
+    async def main() -> None:
+        b = DynamicBatcher(
+            model, max_batch_size=1, max_delay_s=0, max_queue_size=10, metrics=metrics
+        )
+        b.start()
+        slow = b.submit([sample(1)], far())
+        await asyncio.sleep(0.02)
+        doomed = b.submit([sample(2)], time.monotonic() + 0.05)  # expires while batch 1 runs
+        await asyncio.gather(*slow)
+        with pytest.raises(DeadlineExceededError):
+            await doomed[0]
+        await b.stop()
+
+    run(main)
+    assert model.batches == [[1]]
+
+
+def test_cancelled_requests_are_skipped() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0, max_queue_size=10)
+        b.start()
+        first = b.submit([sample(0)], far())
+        await asyncio.sleep(0.05)
+        gone = b.submit([sample(1), sample(2)], far())
+        kept = b.submit([sample(3)], far())
+        for f in gone:
+            f.cancel()  # what the API does when the client disconnects
+        model.gate.set()
+        await asyncio.gather(*first, *kept)
+        await b.stop()
+
+    run(main)
+    assert model.batches == [[0], [3]]
+
+
+def test_stop_drains_queue_then_refuses() -> None:
+    model = RecordingModel(delay_s=0.05)
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=2, max_delay_s=0, max_queue_size=10)
+        b.start()
+        futs = b.submit([sample(v) for v in range(5)], far())
+        await b.stop()
+        assert all(f.done() and not f.cancelled() for f in futs)
+        with pytest.raises(BatcherClosedError):
+            b.submit([sample(9)], far())
+
+    run(main)
+    assert sorted(sum(model.batches, [])) == [0, 1, 2, 3, 4]
+
+
+def test_metrics_record_batches() -> None:
+    model = RecordingModel()
+    metrics = ServiceMetrics()
+
+    async def main() -> None:
+        b = DynamicBatcher(
+            model, max_batch_size=4, max_delay_s=0.1, max_queue_size=10, metrics=metrics
+        )
+        b.start()
+        await asyncio.gather(*b.submit([sample(v) for v in range(4)], far()))
+        await b.stop()
+
+    run(main)
+    reg = metrics.registry
+    assert reg.get_sample_value("mltag_batch_size_count") == 1
+    assert reg.get_sample_value("mltag_batch_size_sum") == 4
+    assert reg.get_sample_value("mltag_queue_wait_seconds_count") == 4
+    assert reg.get_sample_value("mltag_inference_duration_seconds_count") == 1
