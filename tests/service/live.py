@@ -1,0 +1,68 @@
+"""Start the real `mltag-serve` process on a free loopback port (as a user or container would)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def live_server(
+    command: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    log_dir: Path | None = None,
+    timeout_s: float = 30.0,
+) -> Iterator[LiveServer]:
+    """Run `python -m service` (or `command`) with MLTAG_PORT set; wait for /readyz."""
+    port = free_port()
+    full_env = {**os.environ, "MLTAG_HOST": "127.0.0.1", "MLTAG_PORT": str(port), **(env or {})}
+    log_path = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"mltag-serve-{port}.log"
+    cmd = command or [sys.executable, "-m", "service"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    server = LiveServer(proc, f"http://127.0.0.1:{port}", port, log_path)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout_s} s:\n{server.log()}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -1,0 +1,65 @@
+"""Graceful shutdown of the real process: SIGTERM -> stop admitting, finish, exit 0."""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from mltag_artifact import Artifact
+
+from .images import RED, solid
+from .live import live_server
+
+pytestmark = pytest.mark.integration
+
+N_ACCEPTED = 24
+
+
+def _in_flight(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("mltag_requests_in_flight "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_sigterm_finishes_every_accepted_request(
+    demo_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A long batching delay holds every request in the queue: all are accepted, none done.
+    image = solid(RED)
+    env = {
+        "MLTAG_ARTIFACT_DIR": str(demo_artifact.directory),
+        "MLTAG_MAX_BATCH_SIZE": "64",
+        "MLTAG_MAX_DELAY_MS": "1500",
+        "MLTAG_DRAIN_TIMEOUT_S": "60",
+    }
+    with live_server(env=env, log_dir=tmp_path_factory.mktemp("logs")) as server:
+        url = server.url
+
+        def tag() -> int:
+            with httpx.Client(timeout=60) as c:
+                r = c.post(url + "/tag", content=image, headers={"content-type": "image/png"})
+                return r.status_code
+
+        with ThreadPoolExecutor(N_ACCEPTED) as pool:
+            futures = [pool.submit(tag) for _ in range(N_ACCEPTED)]
+            deadline = time.monotonic() + 20
+            while _in_flight(url) < N_ACCEPTED:  # every request accepted and in progress
+                assert time.monotonic() < deadline, "requests never all got in flight"
+                time.sleep(0.005)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+            late = httpx.post(url + "/tag", content=image, headers={"content-type": "image/png"})
+            ready = httpx.get(url + "/readyz")
+            statuses = [f.result() for f in futures]
+        assert late.status_code == 503
+        assert late.json()["error"]["code"] == "draining"
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "draining"}
+        assert statuses == [200] * N_ACCEPTED, statuses  # nothing accepted was lost
+        assert server.process.wait(30) == 0
+        assert "draining" in server.log()

@@ -1,0 +1,103 @@
+"""The KServe v2 / Open Inference Protocol subset, driven by the real `tritonclient[http]`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from mltag_artifact import Artifact
+
+from .live import LiveServer, live_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(
+    demo_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    env = {"MLTAG_ARTIFACT_DIR": str(demo_artifact.directory), "MLTAG_MAX_DELAY_MS": "5"}
+    with live_server(env=env, log_dir=tmp_path_factory.mktemp("logs")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+
+
+def colour_batch(*colours: tuple[int, int, int]) -> np.ndarray:
+    return np.stack([np.full((64, 64, 3), c, dtype=np.uint8) for c in colours])
+
+
+def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("colour-demo")
+    meta = client.get_model_metadata("colour-demo")
+    assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, 64, 64, 3]}]
+    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 6]}]
+    assert client.get_server_metadata()["name"] == "mltag"
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_infer_batch(client: triton.InferenceServerClient, binary: bool) -> None:
+    batch = colour_batch((230, 10, 10), (10, 10, 230), (250, 250, 250))
+    inp = triton.InferInput("image", list(batch.shape), "UINT8")
+    inp.set_data_from_numpy(batch, binary_data=binary)
+    out = triton.InferRequestedOutput("probabilities", binary_data=binary)
+    result = client.infer("colour-demo", [inp], outputs=[out], request_id="r1")
+    probs = result.as_numpy("probabilities")
+    assert probs.shape == (3, 6)
+    labels = ["red", "green", "blue", "yellow", "bright", "dark"]
+    assert [labels[i] for i in probs.argmax(axis=1)] == ["red", "blue", "bright"]
+    assert result.get_response()["id"] == "r1"
+
+
+def test_infer_default_outputs(client: triton.InferenceServerClient) -> None:
+    batch = colour_batch((10, 200, 10))
+    inp = triton.InferInput("image", list(batch.shape), "UINT8")
+    inp.set_data_from_numpy(batch)
+    probs = client.infer("colour-demo", [inp]).as_numpy("probabilities")
+    assert probs is not None
+    assert probs[0, 1] > 0.9  # green
+
+
+def test_errors_reach_the_client(client: triton.InferenceServerClient) -> None:
+    batch = colour_batch((1, 2, 3))
+    inp = triton.InferInput("image", list(batch.shape), "UINT8")
+    inp.set_data_from_numpy(batch)
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
+        client.infer("nope", [inp])
+    wrong = triton.InferInput("image", [1, 32, 32, 3], "UINT8")
+    wrong.set_data_from_numpy(np.zeros((1, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(InferenceServerException, match=r"expected \[batch, 64, 64, 3\]"):
+        client.infer("colour-demo", [wrong])
+    fp = triton.InferInput("image", [1, 64, 64, 3], "FP32")
+    fp.set_data_from_numpy(np.zeros((1, 64, 64, 3), dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="expected 'UINT8'"):
+        client.infer("colour-demo", [fp])
+
+
+def test_kserve_json_by_hand(server: LiveServer) -> None:
+    body = {"inputs": [{"name": "image", "shape": [1, 64, 64, 3], "datatype": "UINT8",
+                        "data": [200] * (64 * 64 * 3)}]}  # fmt: skip
+    r = httpx.post(f"{server.url}/v2/models/colour-demo/versions/1.0.0/infer", json=body)
+    assert r.status_code == 200
+    out = r.json()["outputs"][0]
+    assert out["shape"] == [1, 6]
+    assert len(out["data"]) == 6
+    r = httpx.post(f"{server.url}/v2/models/colour-demo/infer", content=b"{not json")
+    assert r.status_code == 400
+    assert "malformed" in r.json()["error"]
+
+
+def test_metrics_count_kserve_batches(server: LiveServer, tmp_path: Path) -> None:
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'endpoint="/v2/models/{name}/infer"' in text
