@@ -93,10 +93,51 @@ def _decode_b64(text: str, index: int) -> bytes:
         raise ApiError(400, "invalid_base64", f"images[{index}].b64 is not valid base64") from None
 
 
+def _inline_schema(model: type[TagJsonRequest]) -> dict[str, Any]:
+    """JSON schema with its local $defs inlined (they would not resolve inside OpenAPI)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+# The body is parsed by hand (three content types), so describe it for the OpenAPI docs.
+_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["image"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": _inline_schema(TagJsonRequest)},
+        },
+    }
+}
+
+
 @router.post(
     "/tag",
     response_model=TagResponse,
     responses=_ERRORS,
+    openapi_extra=_REQUEST_BODY,
     summary="Tag one or more images",
     description=f"Send {_CONTENT_TYPES}. Supported image formats: {SUPPORTED_FORMATS_TEXT}. "
     "Tags are filtered by the model's calibrated per-label thresholds unless overridden.",

@@ -423,3 +423,15 @@ def test_require_gpu_refuses_on_cpu(demo_artifact_dir: Path) -> None:
     app = create_app(Settings(artifact_dir=demo_artifact_dir, require_gpu=True))
     with pytest.raises(ModelLoadError, match="no GPU provider"), TestClient(app):
         pass
+
+
+def test_openapi_describes_the_real_api(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/tag", "/labels", "/livez", "/readyz", "/metrics", "/v2/models/{name}/infer"} <= set(
+        spec["paths"]
+    )
+    body = spec["paths"]["/tag"]["post"]["requestBody"]["content"]
+    assert set(body) == {"multipart/form-data", "image/*", "application/json"}
+    assert "$ref" not in json.dumps(body)  # inlined: resolvable by any OpenAPI tool
+    params = {p["name"] for p in spec["paths"]["/tag"]["post"]["parameters"]}
+    assert params == {"top_k", "min_score", "thresholds", "all_scores", "timeout_ms"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -63,3 +65,42 @@ def test_sigterm_finishes_every_accepted_request(
         assert statuses == [200] * N_ACCEPTED, statuses  # nothing accepted was lost
         assert server.process.wait(30) == 0
         assert "draining" in server.log()
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(name)
+
+
+def test_client_gone_is_not_computed_and_logs_are_json(
+    demo_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = {
+        "MLTAG_ARTIFACT_DIR": str(demo_artifact.directory),
+        "MLTAG_MAX_BATCH_SIZE": "8",
+        "MLTAG_MAX_DELAY_MS": "800",
+        "MLTAG_LOG_FORMAT": "json",
+    }
+    with live_server(env=env, log_dir=tmp_path_factory.mktemp("logs")) as server:
+        body = solid(RED)
+        head = (
+            f"POST /tag HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            f"X-Request-ID: gone-1\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(head + body)
+            time.sleep(0.3)  # decoded and queued; the batch waits for the 800 ms delay
+        time.sleep(1.2)  # the batch would have run by now
+        assert _metric(server.url, 'mltag_requests_rejected_total{reason="client_gone"}') == 1
+        assert _metric(server.url, "mltag_batch_size_count") == 0  # nothing computed
+        r = httpx.post(server.url + "/tag", content=body, headers={"content-type": "image/png"})
+        assert r.status_code == 200
+        assert _metric(server.url, "mltag_batch_size_sum") == 1
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0
+    records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    access = [r for r in records if r["logger"] == "mltag.access"]
+    assert any(r.get("request_id") == "gone-1" for r in access)
+    assert {"time", "level", "message"} <= set(access[0])
