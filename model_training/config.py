@@ -59,8 +59,10 @@ class DataConfig(_Section):
         " COCO category order / sorted names from train)",
     )
     label_sep: str = Field(";", min_length=1, description="CSV: separator inside the labels field")
-    keep_unlabeled: bool = Field(
-        True, description="keep images with no labels (negatives for every label)"
+    empty_labels: Literal["keep", "drop", "error"] = Field(
+        "keep",
+        description="images with no label: keep (negatives for every label), drop (counted), "
+        "or error",
     )
     voc_difficult: Literal["ignore", "positive", "negative"] = Field(
         "ignore",

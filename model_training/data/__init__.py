@@ -1,0 +1,73 @@
+"""Dataset readers (COCO, VOC, CSV, JSONL), the validation split, transforms, torch dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import DataConfig
+from .dataset import MultilabelDataset
+from .readers import DataError, LabelledSet, read_coco, read_csv, read_jsonl, read_voc
+from .split import stratified_holdout
+
+
+@dataclass
+class Splits:
+    train: LabelledSet
+    val: LabelledSet
+    test: LabelledSet | None
+
+
+def read_annotations(
+    data: DataConfig, path: str | Path, labels: list[str] | None = None
+) -> LabelledSet:
+    """Read one annotation file in `data.format` (against `labels` when given)."""
+    common = {
+        "images_root": data.images_root,
+        "labels": labels,
+        "empty_labels": data.empty_labels,
+        "skip_bad": data.skip_bad,
+        "verify_images": data.verify_images,
+    }
+    if data.format == "coco":
+        return read_coco(path, **common)  # type: ignore[arg-type]
+    if data.format == "voc":
+        return read_voc(path, difficult=data.voc_difficult, **common)  # type: ignore[arg-type]
+    if data.format == "csv":
+        return read_csv(path, label_sep=data.label_sep, **common)  # type: ignore[arg-type]
+    if data.format == "jsonl":
+        return read_jsonl(path, **common)  # type: ignore[arg-type]
+    raise DataError(f"unknown data.format {data.format!r}; valid: coco, voc, csv, jsonl")
+
+
+def load_splits(data: DataConfig, seed: int = 0) -> Splits:
+    """Train, validation (a file, or a seeded stratified hold-out from train) and test."""
+    if not data.train:
+        raise DataError("data.train is not set: point it at the training annotations")
+    train = read_annotations(data, data.train, data.labels)
+    if data.val:
+        val = read_annotations(data, data.val, train.labels)
+    else:
+        if data.val_fraction <= 0:
+            raise DataError("no validation data: set data.val or data.val_fraction > 0")
+        tr_idx, va_idx = stratified_holdout(train.targets, data.val_fraction, seed)
+        if len(va_idx) == 0 or len(tr_idx) == 0:
+            raise DataError(f"too few images ({len(train)}) to hold out a validation split")
+        train, val = train.subset(tr_idx), train.subset(va_idx)
+    test = read_annotations(data, data.test, train.labels) if data.test else None
+    return Splits(train=train, val=val, test=test)
+
+
+__all__ = [
+    "DataError",
+    "LabelledSet",
+    "MultilabelDataset",
+    "Splits",
+    "load_splits",
+    "read_annotations",
+    "read_coco",
+    "read_csv",
+    "read_jsonl",
+    "read_voc",
+    "stratified_holdout",
+]
