@@ -21,20 +21,24 @@ class Settings(BaseSettings):
     )
     require_gpu: bool = Field(False, description="Refuse to start unless a GPU provider is used.")
     intra_op_threads: int = Field(
-        0, ge=0, description="ORT intra-op threads (0 = one per core, minus decode threads)."
+        0, ge=0, description="ONNX Runtime intra-op threads (0 = one per core)."
     )
     warmup_runs: int = Field(2, ge=0, description="Warm-up inferences before ready.")
 
     # HTTP
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    api_key: str | None = Field(None, description="If set, required in the X-API-Key header.")
+    host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
+    api_key: str | None = Field(
+        None, description="If set, required as X-API-Key (or Bearer) except on health/metrics."
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
-    log_format: Literal["text", "json"] = "text"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json: one object per line.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
 
     # Batching
-    max_batch_size: int = Field(16, ge=1, le=1024)
+    max_batch_size: int = Field(16, ge=1, le=1024, description="Most images per model run.")
     max_delay_ms: float = Field(
         0.0, ge=0, description="Wait this long for a fuller batch; 0 = never wait when idle."
     )
@@ -46,7 +50,7 @@ class Settings(BaseSettings):
 
     # Request limits
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Larger bodies -> 413.")
-    max_images_per_request: int = Field(16, ge=1)
+    max_images_per_request: int = Field(16, ge=1, description="More images in one request -> 422.")
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Decoded pixel limit (decompression bombs) -> 413."
     )
