@@ -258,3 +258,11 @@ def test_artifact_image_component_mounts_the_artifact_read_only() -> None:
     copy_target = init["command"][-1].rstrip("/")
     assert artifact_dir == f"{copy_target}/artifact"
     assert artifact_dir.startswith(mount["mountPath"])
+
+
+def test_settings_check_catches_a_misspelt_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_service()
+    with pytest.raises(AssertionError, match="MLTAG_MAX_BATCH"):
+        check_settings_env({"MLTAG_MAX_BATCH": "32"}, "typo", monkeypatch)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        check_settings_env({"MLTAG_MAX_BATCH_SIZE": "0"}, "range", monkeypatch)
