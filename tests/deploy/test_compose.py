@@ -155,3 +155,14 @@ def test_grafana_provisioning_paths_match_the_mounts() -> None:
     assert (DEPLOY / "grafana" / "dashboards" / Path(home).name).is_file()
     datasource = _load(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_thread_pools_fit_the_cpu_limit(gpu: bool) -> None:
+    compose = _load(COMPOSE)
+    if gpu:
+        compose = _merge(compose, _load(COMPOSE_GPU))
+    mltag = compose["services"]["mltag"]
+    limit = float(mltag["deploy"]["resources"]["limits"]["cpus"])
+    for key in ("MLTAG_INTRA_OP_THREADS", "MLTAG_DECODE_THREADS"):
+        assert 1 <= int(mltag["environment"][key]) <= limit, key

@@ -266,3 +266,18 @@ def test_settings_check_catches_a_misspelt_variable(monkeypatch: pytest.MonkeyPa
         check_settings_env({"MLTAG_MAX_BATCH": "32"}, "typo", monkeypatch)
     with pytest.raises(ValueError, match="max_batch_size"):
         check_settings_env({"MLTAG_MAX_BATCH_SIZE": "0"}, "range", monkeypatch)
+
+
+def _cpus(quantity: str | int) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+@pytest.mark.parametrize("directory", WORKLOADS, ids=_id)
+def test_thread_pools_fit_the_cpu_limit(directory: Path) -> None:
+    """With 0 (auto) the service sizes its pools from the node's cores, not the CPU limit."""
+    docs = objects(directory)
+    env = settings(docs)
+    limit = _cpus(container(docs)["resources"]["limits"]["cpu"])
+    for key in ("MLTAG_INTRA_OP_THREADS", "MLTAG_DECODE_THREADS"):
+        assert 1 <= int(env[key]) <= limit, key
