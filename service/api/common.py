@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import numpy as np
@@ -70,22 +72,15 @@ async def _wait_for_disconnect(request: Request) -> None:
             return
 
 
-async def infer_samples(
-    request: Request, state: ServiceState, samples: list[np.ndarray], deadline: float
-) -> list[np.ndarray]:
-    """Queue samples for the batcher and wait for their probabilities.
-
-    429 when the queue is full, 504 when the deadline passes first; if the client goes
-    away, the queued samples are dropped before they are computed.
-    """
-    if not samples:
-        return []
+@contextmanager
+def admitted(state: ServiceState, n: int) -> Iterator[None]:
+    """Reserve room for n images in the queue, or refuse now: 429 (full) / 503 (draining)."""
     assert state.batcher is not None
-    rejected = state.metrics.rejected
     try:
-        futures = state.batcher.submit(samples, deadline)
+        with state.batcher.admit(n):
+            yield
     except QueueFullError as e:
-        rejected.labels("queue_full").inc()
+        state.metrics.rejected.labels("queue_full").inc()
         raise ApiError(
             429,
             "queue_full",
@@ -93,6 +88,24 @@ async def infer_samples(
             f"retry after {e.retry_after_s} s",
             headers={"Retry-After": str(e.retry_after_s)},
         ) from None
+    except BatcherClosedError:
+        state.metrics.rejected.labels("draining").inc()
+        raise ApiError(503, "draining", "the service is shutting down") from None
+
+
+async def infer_samples(
+    request: Request, state: ServiceState, samples: list[np.ndarray], deadline: float
+) -> list[np.ndarray]:
+    """Queue samples for the batcher and wait for their probabilities. Call inside
+    `admitted(state, n)`. 504 when the deadline passes first; if the client goes away, the
+    queued samples are dropped before they are computed.
+    """
+    if not samples:
+        return []
+    assert state.batcher is not None
+    rejected = state.metrics.rejected
+    try:
+        futures = state.batcher.submit(samples, deadline)
     except BatcherClosedError:
         rejected.labels("draining").inc()
         raise ApiError(503, "draining", "the service is shutting down") from None

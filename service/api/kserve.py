@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..state import ServiceState
-from .common import ReadyStateDep, StateDep, infer_samples, request_deadline
+from .common import ReadyStateDep, StateDep, admitted, infer_samples, request_deadline
 from .errors import ApiError
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
@@ -199,7 +199,8 @@ async def _infer(request: Request, state: ServiceState) -> Response:
             )
     batch = _input_tensor(state, doc, binary)
     deadline = request_deadline(request, state, None)
-    rows = await infer_samples(request, state, list(batch), deadline)
+    with admitted(state, len(batch)):
+        rows = await infer_samples(request, state, list(batch), deadline)
     probs = np.stack(rows).astype(np.float32)
     state.metrics.images.labels("ok").inc(len(rows))
     out: dict[str, Any] = {

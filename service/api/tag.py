@@ -7,6 +7,7 @@ import binascii
 import json
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -15,7 +16,14 @@ from starlette.datastructures import UploadFile
 from ..inference.postprocess import effective_thresholds, select_tags
 from ..inference.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
 from ..state import ServiceState
-from .common import ReadyStateDep, decode_images, image_error, infer_samples, request_deadline
+from .common import (
+    ReadyStateDep,
+    admitted,
+    decode_images,
+    image_error,
+    infer_samples,
+    request_deadline,
+)
 from .errors import ApiError
 from .schemas import ErrorResponse, TagJsonRequest, TagOptions, TagResponse
 
@@ -205,12 +213,14 @@ async def tag(
     _validate_options(state, options)
     deadline = request_deadline(request, state, options.timeout_ms)
 
-    decoded = await decode_images(state, payloads)
-    if len(decoded) == 1 and isinstance(decoded[0], ImageError):
-        state.metrics.images.labels("error").inc()
-        raise image_error(decoded[0])  # a single bad image is the request's own error
-    ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
-    probs = await infer_samples(request, state, [decoded[i] for i in ok], deadline)  # type: ignore[misc]
+    with admitted(state, len(payloads)):  # 429 before decoding, not after
+        decoded = await decode_images(state, payloads)
+        if len(decoded) == 1 and isinstance(decoded[0], ImageError):
+            state.metrics.images.labels("error").inc()
+            raise image_error(decoded[0])  # a single bad image is the request's own error
+        ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
+        samples: list[np.ndarray] = [decoded[i] for i in ok]  # type: ignore[misc]
+        probs = await infer_samples(request, state, samples, deadline)
     by_index = dict(zip(ok, probs, strict=True))
 
     assert state.artifact is not None

@@ -14,8 +14,9 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,7 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mltag-model")
         self._busy = False
+        self._admitted = 0  # images admitted but not yet queued (still being decoded)
         self._batch_time_ewma = 0.0  # seconds per batch, for Retry-After
 
     @property
@@ -75,19 +77,34 @@ class DynamicBatcher:
 
     @property
     def idle(self) -> bool:
-        return not self._queue and not self._busy
+        return not self._queue and not self._busy and self._admitted == 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="mltag-batcher")
 
+    @contextmanager
+    def admit(self, n: int) -> Iterator[None]:
+        """Reserve queue room for n images before the costly decode, so overload is refused
+        at once (429) instead of piling up unbounded in the decode pool."""
+        self._check_room(self._admitted + n)
+        self._admitted += n
+        try:
+            yield
+        finally:
+            self._admitted -= n
+
+    def _check_room(self, n: int) -> None:
+        if self._closing:
+            raise BatcherClosedError("the service is shutting down")
+        if len(self._queue) + n > self.max_queue_size:
+            raise QueueFullError(self._retry_after())
+
     def submit(
         self, samples: Sequence[np.ndarray], deadline: float
     ) -> list[asyncio.Future[np.ndarray]]:
-        """Queue all samples or none (QueueFullError). `deadline` is on time.monotonic()."""
-        if self._closing:
-            raise BatcherClosedError("the service is shutting down")
-        if len(self._queue) + len(samples) > self.max_queue_size:
-            raise QueueFullError(self._retry_after())
+        """Queue all samples or none (QueueFullError). `deadline` is on time.monotonic().
+        Inside `admit(n)` the room is already reserved."""
+        self._check_room(len(samples))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures: list[asyncio.Future[np.ndarray]] = []

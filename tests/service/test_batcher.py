@@ -226,3 +226,24 @@ def test_metrics_record_batches() -> None:
     assert reg.get_sample_value("mltag_batch_size_sum") == 4
     assert reg.get_sample_value("mltag_queue_wait_seconds_count") == 4
     assert reg.get_sample_value("mltag_inference_duration_seconds_count") == 1
+
+
+def test_admission_reserves_room_before_decoding() -> None:
+    model = RecordingModel()
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, max_queue_size=3)
+        b.start()
+        with b.admit(2):  # two images being decoded
+            with pytest.raises(QueueFullError), b.admit(2):
+                pass  # 2 admitted + 2 > 3: refused before any decoding
+            with b.admit(1):
+                pass  # fits exactly
+            futs = b.submit([sample(1), sample(2)], far())
+        assert not b.idle or all(f.done() for f in futs)
+        await asyncio.gather(*futs)
+        with b.admit(3):  # room is released once queued images run
+            pass
+        await b.stop()
+
+    run(main)

@@ -1,0 +1,365 @@
+"""Load benchmark: the real service on loopback vs the ideal in-process pipeline, same run.
+
+    .venv/bin/python benchmarks/load.py [--artifact DIR] [--duration 15] [--quick]
+
+Measures, in one run on this machine:
+  * reference: single-thread decode + resize per image (each size), model time at batch 1,
+    and the ideal pipeline (decode threads + ONNX Runtime at the best batch size, no HTTP);
+  * the service (`python -m service`, one process) driven by a closed-loop client at several
+    concurrencies with real JPEGs: throughput, p50/p95/p99 latency, errors and 429s, mean
+    batch size (from /metrics), server CPU and RSS; batching on vs off (max batch 1);
+  * overload: an open-loop client at 4x the measured capacity; 429 latency and RSS drift.
+The client is asyncio over raw sockets (keep-alive, ~0.1 ms CPU per request) in this process;
+the server is a separate process. Both share the machine's cores, as a sidecar client would.
+Without --artifact it serves models/default, else builds the Lite0 stand-in
+(benchmarks/standin_artifact.py; needs the train extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mltag_artifact import load_artifact  # noqa: E402
+from service.inference.model import ModelRunner, available_cores  # noqa: E402
+from service.inference.preprocess import preprocess  # noqa: E402
+
+SIZES = {"640x480": (640, 480), "1920x1080": (1920, 1080)}
+
+
+# ----------------------------------------------------------------------------- inputs
+def photo_like_jpeg(w: int, h: int, seed: int) -> bytes:
+    """Smooth colour fields + texture: compresses like a photo (~70 KB at 640x480)."""
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 255, (h // 40 + 2, w // 40 + 2, 3), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(low).resize((w, h), Image.Resampling.BICUBIC), np.int16)
+    noise = rng.normal(0, 10, (h, w, 3)).astype(np.int16)
+    img = np.clip(base + noise, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- reference
+def reference(artifact_dir: Path, images: dict[str, list[bytes]], n: int) -> dict[str, float]:
+    artifact = load_artifact(artifact_dir)
+    prep = artifact.manifest.preprocessing
+    runner = ModelRunner(artifact, "cpu")
+    out: dict[str, float] = {}
+    for name, imgs in images.items():
+        t0 = time.perf_counter()
+        for i in range(n):
+            preprocess(imgs[i % len(imgs)], prep, 10**9)
+        out[f"decode_ms_{name}"] = (time.perf_counter() - t0) / n * 1000
+    sample = preprocess(images["640x480"][0], prep, 10**9)
+    for b in (1, 8, 16, 32):
+        batch = np.stack([sample] * b)
+        runner.run(batch)
+        reps = max(3, 64 // b)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            runner.run(batch)
+        dt = (time.perf_counter() - t0) / reps
+        out[f"model_ms_b{b}"] = dt * 1000
+        out[f"model_ips_b{b}"] = b / dt
+    return out
+
+
+def ideal_pipeline(artifact_dir: Path, imgs: list[bytes], batch: int, n: int) -> float:
+    """Decode threads feed one model thread; img/s with no HTTP. Same defaults as the service."""
+    artifact = load_artifact(artifact_dir)
+    prep = artifact.manifest.preprocessing
+    runner = ModelRunner(artifact, "cpu")
+    runner.run(np.stack([preprocess(imgs[0], prep, 10**9)] * batch))
+    ready: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=4 * batch)
+
+    def model_loop() -> None:
+        pending: list[np.ndarray] = []
+        while True:
+            item = ready.get()
+            if item is not None:
+                pending.append(item)
+            if pending and (item is None or len(pending) == batch or ready.empty()):
+                runner.run(np.stack(pending))
+                pending = []
+            if item is None:
+                return
+
+    t0 = time.perf_counter()
+    consumer = threading.Thread(target=model_loop)
+    consumer.start()
+    with ThreadPoolExecutor(available_cores()) as pool:
+        for arr in pool.map(lambda i: preprocess(imgs[i % len(imgs)], prep, 10**9), range(n)):
+            ready.put(arr)
+    ready.put(None)
+    consumer.join()
+    return n / (time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- server
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{self.proc.pid}/status").read_text())
+        return int(m.group(1)) / 1024 if m else float("nan")
+
+    def metric(self, name: str) -> float:
+        text = asyncio.run(fetch(self.port, "GET", "/metrics"))[1].decode()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+
+def start_server(artifact: Path, port: int, **settings: str) -> tuple[Server, float]:
+    env = {**os.environ, "MLTAG_ARTIFACT_DIR": str(artifact), "MLTAG_PORT": str(port),
+           "MLTAG_LOG_LEVEL": "warning", **{f"MLTAG_{k.upper()}": v for k, v in settings.items()}}  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT)
+    server = Server(proc, port)
+    while True:
+        try:
+            if asyncio.run(fetch(port, "GET", "/readyz"))[0] == 200:
+                return server, time.perf_counter() - t0
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        time.sleep(0.02)
+
+
+def stop_server(server: Server) -> None:
+    server.proc.terminate()
+    server.proc.wait(60)
+
+
+# ----------------------------------------------------------------------------- client
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+    body = await reader.readexactly(int(m.group(1))) if m else b""
+    return status, body
+
+
+async def fetch(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_request(method, path, body))
+    result = await _read_response(reader)
+    writer.close()
+    return result
+
+
+def _request(method: str, path: str, body: bytes) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+    if body:
+        head += "Content-Type: image/jpeg\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)
+    rejected_latencies: list[float] = field(default_factory=list)
+    ok: int = 0
+    rejected: int = 0
+    errors: int = 0
+    wall: float = 0.0
+
+
+async def closed_loop(port: int, bodies: Sequence[bytes], concurrency: int, duration: float,
+                      warmup: float = 2.0) -> Run:  # fmt: skip
+    run = Run()
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup, start + warmup + duration
+
+    async def worker(k: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        while (now := time.perf_counter()) < stop_at:
+            writer.write(_request("POST", "/tag", bodies[i % len(bodies)]))
+            i += concurrency
+            status, _ = await _read_response(reader)
+            done = time.perf_counter()
+            if now >= measure_from:
+                _record(run, status, done - now)
+        writer.close()
+
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    run.wall = duration
+    return run
+
+
+def _record(run: Run, status: int, latency: float) -> None:
+    if status == 200:
+        run.ok += 1
+        run.latencies.append(latency)
+    elif status == 429:
+        run.rejected += 1
+        run.rejected_latencies.append(latency)
+    else:
+        run.errors += 1
+
+
+async def open_loop(port: int, bodies: Sequence[bytes], rate: float, duration: float,
+                    connections: int = 512) -> Run:  # fmt: skip
+    """Requests start at a fixed rate whatever the server does (what overload looks like)."""
+    run = Run()
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(i: int) -> None:
+        if pool.empty():
+            run.errors += 1  # client-side saturation: counted, never silently dropped
+            return
+        reader, writer = pool.get_nowait()
+        t0 = time.perf_counter()
+        writer.write(_request("POST", "/tag", bodies[i % len(bodies)]))
+        status, _ = await _read_response(reader)
+        _record(run, status, time.perf_counter() - t0)
+        pool.put_nowait((reader, writer))
+
+    start = time.perf_counter()
+    i = 0
+    while (elapsed := time.perf_counter() - start) < duration:
+        due = int(elapsed * rate)
+        while i < due:
+            tasks.append(asyncio.create_task(one(i)))
+            i += 1
+        await asyncio.sleep(0.002)
+    await asyncio.gather(*tasks)
+    run.wall = time.perf_counter() - start  # includes finishing what was admitted
+    return run
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+# ----------------------------------------------------------------------------- main
+def measure(
+    server: Server, bodies: list[bytes], concurrency: int, duration: float
+) -> dict[str, float]:
+    b_sum, b_cnt = server.metric("mltag_batch_size_sum"), server.metric("mltag_batch_size_count")
+    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    run = asyncio.run(closed_loop(server.port, bodies, concurrency, duration))
+    cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+    d_sum = server.metric("mltag_batch_size_sum") - b_sum
+    d_cnt = server.metric("mltag_batch_size_count") - b_cnt
+    return {
+        "ips": run.ok / run.wall, "p50": pct(run.latencies, 50), "p95": pct(run.latencies, 95),
+        "p99": pct(run.latencies, 99), "errors": run.errors, "429": run.rejected,
+        "batch": d_sum / d_cnt if d_cnt else float("nan"), "cpu": cpu, "rss": server.rss_mb(),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifact", type=Path)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--max-batch-size", default="16")
+    parser.add_argument("--overload-s", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    parser.add_argument("--port", type=int, default=8799)
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.overload_s, args.concurrency = 3.0, 5.0, "1,32"
+    artifact = args.artifact or ROOT / "models" / "default"
+    if not (artifact / "manifest.json").exists():
+        artifact = ROOT / "build" / "bench-lite0"
+        if not (artifact / "manifest.json").exists():
+            subprocess.run([sys.executable, str(ROOT / "benchmarks" / "standin_artifact.py"),
+                            "--output", str(artifact)], check=True)  # fmt: skip
+    m = load_artifact(artifact).manifest
+    print(f"# model {m.name} {m.version} ({m.architecture.backbone}/{m.architecture.head}), "
+          f"input {m.preprocessing.input_dtype} {m.preprocessing.layout} "
+          f"{m.preprocessing.width}x{m.preprocessing.height}; cores {available_cores()}")  # fmt: skip
+    images = {k: [photo_like_jpeg(w, h, s) for s in range(8)] for k, (w, h) in SIZES.items()}
+    for k, imgs in images.items():
+        print(f"# {k} JPEG: {np.mean([len(b) for b in imgs]) / 1024:.0f} KB average")
+
+    ref = reference(artifact, images, 100 if not args.quick else 20)
+    print("\n## Reference (one process, no HTTP)")
+    print("| measure | value |\n|---|---|")
+    for k, v in ref.items():
+        print(f"| {k} | {v:.1f} |")
+    n_ideal = 600 if not args.quick else 150
+    ideal = {}
+    for k in SIZES:
+        best = max((ideal_pipeline(artifact, images[k], b, n_ideal), b) for b in (8, 16, 32))
+        ideal[k] = best[0]
+        print(f"| ideal pipeline {k} (batch {best[1]}) img/s | {best[0]:.1f} |")
+
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    server, cold = start_server(artifact, args.port, max_batch_size=args.max_batch_size)
+    print(f"\n# cold start to ready: {cold:.2f} s; idle RSS {server.rss_mb():.0f} MB")
+    print("\n## Service (closed loop)")
+    print("| input | conc | img/s | vs ideal | p50 ms | p95 ms | p99 ms | 429 | err | "
+          "mean batch | server CPU (cores) | RSS MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for k in SIZES:
+        for c in concurrencies:
+            r = measure(server, images[k], c, args.duration)
+            results[(k, c)] = r
+            print(f"| {k} | {c} | {r['ips']:.1f} | {r['ips'] / ideal[k]:.2f} | {r['p50']:.1f} | "
+                  f"{r['p95']:.1f} | {r['p99']:.1f} | {r['429']:.0f} | {r['errors']:.0f} | "
+                  f"{r['batch']:.1f} | {r['cpu']:.2f} | {r['rss']:.0f} |")  # fmt: skip
+    c1 = results.get(("640x480", 1))
+    if c1:
+        budget = ref["decode_ms_640x480"] + ref["model_ms_b1"]
+        print(f"\n# concurrency 1, 640x480: p50 {c1['p50']:.1f} ms vs decode + model(b1) "
+              f"{budget:.1f} ms = {c1['p50'] / budget:.2f}x")  # fmt: skip
+
+    capacity = max(r["ips"] for (k, _), r in results.items() if k == "640x480")
+    rss_before = server.rss_mb()
+    run = asyncio.run(open_loop(server.port, images["640x480"], 4 * capacity, args.overload_s))
+    alive = server.proc.poll() is None
+    print(f"\n## Overload: open loop at {4 * capacity:.0f} req/s (4x capacity) for "
+          f"{args.overload_s:.0f} s")  # fmt: skip
+    print("| ok img/s | 429s | 429 p50 ms | 429 p99 ms | ok p99 ms | other errors | "
+          "RSS before/after MB | alive |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+    print(f"| {run.ok / run.wall:.1f} | {run.rejected} | {pct(run.rejected_latencies, 50):.1f} | "
+          f"{pct(run.rejected_latencies, 99):.1f} | {pct(run.latencies, 99):.1f} | {run.errors} | "
+          f"{rss_before:.0f}/{server.rss_mb():.0f} | {alive} |")  # fmt: skip
+    stop_server(server)
+
+    server, _ = start_server(artifact, args.port, max_batch_size="1")
+    off = measure(server, images["640x480"], 32, args.duration)
+    stop_server(server)
+    on = results.get(("640x480", 32))
+    if on:
+        print(f"\n# batching on vs off (max batch 1) at concurrency 32, 640x480: "
+              f"{on['ips']:.1f} vs {off['ips']:.1f} img/s = {on['ips'] / off['ips']:.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
