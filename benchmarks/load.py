@@ -137,8 +137,13 @@ class Server:
 
 
 def start_server(artifact: Path, port: int, **settings: str) -> tuple[Server, float]:
-    env = {**os.environ, "MLTAG_ARTIFACT_DIR": str(artifact), "MLTAG_PORT": str(port),
-           "MLTAG_LOG_LEVEL": "warning", **{f"MLTAG_{k.upper()}": v for k, v in settings.items()}}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLTAG_ARTIFACT_DIR": str(artifact),
+        "MLTAG_PORT": str(port),
+        "MLTAG_LOG_LEVEL": "warning",
+        **{f"MLTAG_{k.upper()}": v for k, v in settings.items()},
+    }
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT)
     server = Server(proc, port)
@@ -192,8 +197,9 @@ class Run:
     wall: float = 0.0
 
 
-async def closed_loop(port: int, bodies: Sequence[bytes], concurrency: int, duration: float,
-                      warmup: float = 2.0) -> Run:  # fmt: skip
+async def closed_loop(
+    port: int, bodies: Sequence[bytes], concurrency: int, duration: float, warmup: float = 2.0
+) -> Run:
     run = Run()
     start = time.perf_counter()
     measure_from, stop_at = start + warmup, start + warmup + duration
@@ -226,8 +232,9 @@ def _record(run: Run, status: int, latency: float) -> None:
         run.errors += 1
 
 
-async def open_loop(port: int, bodies: Sequence[bytes], rate: float, duration: float,
-                    connections: int = 512) -> Run:  # fmt: skip
+async def open_loop(
+    port: int, bodies: Sequence[bytes], rate: float, duration: float, connections: int = 512
+) -> Run:
     """Requests start at a fixed rate whatever the server does (what overload looks like)."""
     run = Run()
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -274,10 +281,16 @@ def measure(
     d_sum = server.metric("mltag_batch_size_sum") - b_sum
     d_cnt = server.metric("mltag_batch_size_count") - b_cnt
     return {
-        "ips": run.ok / run.wall, "p50": pct(run.latencies, 50), "p95": pct(run.latencies, 95),
-        "p99": pct(run.latencies, 99), "errors": run.errors, "429": run.rejected,
-        "batch": d_sum / d_cnt if d_cnt else float("nan"), "cpu": cpu, "rss": server.rss_mb(),
-    }  # fmt: skip
+        "ips": run.ok / run.wall,
+        "p50": pct(run.latencies, 50),
+        "p95": pct(run.latencies, 95),
+        "p99": pct(run.latencies, 99),
+        "errors": run.errors,
+        "429": run.rejected,
+        "batch": d_sum / d_cnt if d_cnt else float("nan"),
+        "cpu": cpu,
+        "rss": server.rss_mb(),
+    }
 
 
 def main() -> None:
@@ -296,12 +309,21 @@ def main() -> None:
     if not (artifact / "manifest.json").exists():
         artifact = ROOT / "build" / "bench-lite0"
         if not (artifact / "manifest.json").exists():
-            subprocess.run([sys.executable, str(ROOT / "benchmarks" / "standin_artifact.py"),
-                            "--output", str(artifact)], check=True)  # fmt: skip
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "standin_artifact.py"),
+                    "--output",
+                    str(artifact),
+                ],
+                check=True,
+            )
     m = load_artifact(artifact).manifest
-    print(f"# model {m.name} {m.version} ({m.architecture.backbone}/{m.architecture.head}), "
-          f"input {m.preprocessing.input_dtype} {m.preprocessing.layout} "
-          f"{m.preprocessing.width}x{m.preprocessing.height}; cores {available_cores()}")  # fmt: skip
+    print(
+        f"# model {m.name} {m.version} ({m.architecture.backbone}/{m.architecture.head}), "
+        f"input {m.preprocessing.input_dtype} {m.preprocessing.layout} "
+        f"{m.preprocessing.width}x{m.preprocessing.height}; cores {available_cores()}"
+    )
     images = {k: [photo_like_jpeg(w, h, s) for s in range(8)] for k, (w, h) in SIZES.items()}
     for k, imgs in images.items():
         print(f"# {k} JPEG: {np.mean([len(b) for b in imgs]) / 1024:.0f} KB average")
@@ -322,34 +344,46 @@ def main() -> None:
     server, cold = start_server(artifact, args.port, max_batch_size=args.max_batch_size)
     print(f"\n# cold start to ready: {cold:.2f} s; idle RSS {server.rss_mb():.0f} MB")
     print("\n## Service (closed loop)")
-    print("| input | conc | img/s | vs ideal | p50 ms | p95 ms | p99 ms | 429 | err | "
-          "mean batch | server CPU (cores) | RSS MB |")  # fmt: skip
+    print(
+        "| input | conc | img/s | vs ideal | p50 ms | p95 ms | p99 ms | 429 | err | "
+        "mean batch | server CPU (cores) | RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     results: dict[tuple[str, int], dict[str, float]] = {}
     for k in SIZES:
         for c in concurrencies:
             r = measure(server, images[k], c, args.duration)
             results[(k, c)] = r
-            print(f"| {k} | {c} | {r['ips']:.1f} | {r['ips'] / ideal[k]:.2f} | {r['p50']:.1f} | "
-                  f"{r['p95']:.1f} | {r['p99']:.1f} | {r['429']:.0f} | {r['errors']:.0f} | "
-                  f"{r['batch']:.1f} | {r['cpu']:.2f} | {r['rss']:.0f} |")  # fmt: skip
+            print(
+                f"| {k} | {c} | {r['ips']:.1f} | {r['ips'] / ideal[k]:.2f} | {r['p50']:.1f} | "
+                f"{r['p95']:.1f} | {r['p99']:.1f} | {r['429']:.0f} | {r['errors']:.0f} | "
+                f"{r['batch']:.1f} | {r['cpu']:.2f} | {r['rss']:.0f} |"
+            )
     c1 = results.get(("640x480", 1))
     if c1:
         budget = ref["decode_ms_640x480"] + ref["model_ms_b1"]
-        print(f"\n# concurrency 1, 640x480: p50 {c1['p50']:.1f} ms vs decode + model(b1) "
-              f"{budget:.1f} ms = {c1['p50'] / budget:.2f}x")  # fmt: skip
+        print(
+            f"\n# concurrency 1, 640x480: p50 {c1['p50']:.1f} ms vs decode + model(b1) "
+            f"{budget:.1f} ms = {c1['p50'] / budget:.2f}x"
+        )
 
     capacity = max(r["ips"] for (k, _), r in results.items() if k == "640x480")
     rss_before = server.rss_mb()
     run = asyncio.run(open_loop(server.port, images["640x480"], 4 * capacity, args.overload_s))
     alive = server.proc.poll() is None
-    print(f"\n## Overload: open loop at {4 * capacity:.0f} req/s (4x capacity) for "
-          f"{args.overload_s:.0f} s")  # fmt: skip
-    print("| ok img/s | 429s | 429 p50 ms | 429 p99 ms | ok p99 ms | other errors | "
-          "RSS before/after MB | alive |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
-    print(f"| {run.ok / run.wall:.1f} | {run.rejected} | {pct(run.rejected_latencies, 50):.1f} | "
-          f"{pct(run.rejected_latencies, 99):.1f} | {pct(run.latencies, 99):.1f} | {run.errors} | "
-          f"{rss_before:.0f}/{server.rss_mb():.0f} | {alive} |")  # fmt: skip
+    print(
+        f"\n## Overload: open loop at {4 * capacity:.0f} req/s (4x capacity) for "
+        f"{args.overload_s:.0f} s"
+    )
+    print(
+        "| ok img/s | 429s | 429 p50 ms | 429 p99 ms | ok p99 ms | other errors | "
+        "RSS before/after MB | alive |\n|---|---|---|---|---|---|---|---|"
+    )
+    print(
+        f"| {run.ok / run.wall:.1f} | {run.rejected} | {pct(run.rejected_latencies, 50):.1f} | "
+        f"{pct(run.rejected_latencies, 99):.1f} | {pct(run.latencies, 99):.1f} | {run.errors} | "
+        f"{rss_before:.0f}/{server.rss_mb():.0f} | {alive} |"
+    )
     stop_server(server)
 
     server, _ = start_server(artifact, args.port, max_batch_size="1")
@@ -357,8 +391,10 @@ def main() -> None:
     stop_server(server)
     on = results.get(("640x480", 32))
     if on:
-        print(f"\n# batching on vs off (max batch 1) at concurrency 32, 640x480: "
-              f"{on['ips']:.1f} vs {off['ips']:.1f} img/s = {on['ips'] / off['ips']:.2f}x")  # fmt: skip
+        print(
+            f"\n# batching on vs off (max batch 1) at concurrency 32, 640x480: "
+            f"{on['ips']:.1f} vs {off['ips']:.1f} img/s = {on['ips'] / off['ips']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ STD = (0.5, 0.5, 0.5)
 class Uint8NhwcWrapper(nn.Module):
     """uint8 NHWC in -> normalise inside the graph -> backbone -> sigmoid."""
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
