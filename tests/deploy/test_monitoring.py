@@ -62,6 +62,13 @@ def test_dashboard_is_well_formed(path: Path) -> None:
     assert len(ids) == len(set(ids)), "duplicate panel ids"
     provisioned = yaml.safe_load(DATASOURCES.read_text())["datasources"]
     uids = {d["uid"] for d in provisioned}
+    # Panels name the data source through a variable (portable to any Grafana) whose default
+    # is the provisioned one.
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    if "datasource" in variables:
+        assert variables["datasource"]["type"] == "datasource"
+        assert variables["datasource"]["current"]["value"] in uids
+        uids.add("${datasource}")
     for panel in panels:
         if panel["type"] == "row":
             continue
