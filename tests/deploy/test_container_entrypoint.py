@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from .conftest import REPO, ContainerService, free_port, png
-from .dockerfile import parse_healthcheck
+from .conftest import GPU_DOCKERFILE, REPO, ContainerService, container_env, free_port, png
+from .dockerfile import parse_dockerfile, parse_healthcheck
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +81,32 @@ def test_healthcheck_script_fails_when_nothing_listens(service_dockerfile) -> No
     )
     assert result.returncode == 1
     assert "unhealthy" in result.stderr
+
+
+def test_gpu_image_command_refuses_to_run_without_a_gpu(demo_artifact_cli, tmp_path) -> None:
+    """The GPU image's command and ENV on a machine without CUDA: a loud, early exit (2),
+    never a silent fallback to CPU. (Where CUDA is available this test is moot.)"""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("CUDA is available here")
+    gpu = parse_dockerfile(GPU_DOCKERFILE)
+    env = container_env(
+        gpu,
+        {
+            "MLTAG_ARTIFACT_DIR": str(demo_artifact_cli),
+            "MLTAG_HOST": "127.0.0.1",
+            "MLTAG_PORT": str(free_port()),
+        },
+    )
+    result = subprocess.run(
+        gpu.final.command(),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cuda" in result.stderr.lower()
