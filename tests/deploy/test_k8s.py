@@ -201,6 +201,8 @@ def test_selectors_and_references_line_up(directory: Path) -> None:
     assert selector.items() <= pod_labels.items()
     hpa = one(docs, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    # The HPA owns the replica count; a Deployment value would reset it on every apply.
+    assert "replicas" not in deployment["spec"]
     assert hpa["spec"]["minReplicas"] >= 1
     pdb = one(docs, "PodDisruptionBudget")
     assert "maxUnavailable" in pdb["spec"] or "minAvailable" in pdb["spec"]
