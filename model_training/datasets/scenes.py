@@ -140,25 +140,33 @@ def _stamp(owner: np.ndarray, mask: np.ndarray, x: int, y: int, index: int) -> N
 
 
 def compose_scene(
-    objects: Sequence[SceneObject],
+    candidates: Sequence[SceneObject],
     config: ScenesConfig,
     rng: np.random.Generator,
+    count: int | None = None,
 ) -> tuple[Image.Image, list[dict[str, Any]], str]:
-    """Place `objects` in order (later ones on top); return the RGB scene and the placements.
+    """Place up to `count` of `candidates` in order (later ones on top).
 
-    Objects that cannot be placed with every object at least `min_visible` visible, after
-    a bounded number of tries at decreasing scale, are left out.
+    Returns the RGB scene, the placements and the background kind. A candidate that cannot
+    be placed with every object at least `min_visible` visible, after a bounded number of
+    tries at decreasing scale, or that has no pixel opaque enough to count, is passed over
+    for the next one.
     """
+    count = len(candidates) if count is None else count
     size = config.canvas
     background, kind = _background(rng, size)
     canvas = background.convert("RGBA")
     owner = np.full((size, size), -1, dtype=np.int32)  # (H, W) index of the top object
     areas: list[int] = []
     placed: list[dict[str, Any]] = []
-    for obj in objects:
+    for obj in candidates:
+        if len(placed) >= count:
+            break
         with Image.open(obj.path) as handle:
             source = handle.convert("RGBA")
         scale = rng.uniform(*config.scale)
+        resized = Image.new("RGBA", (0, 0))
+        mask = np.zeros((0, 0), dtype=bool)
         for _attempt in range(24):
             side = max(8, round(size * scale))
             ratio = side / max(source.size)
@@ -166,8 +174,9 @@ def compose_scene(
             margin_x, margin_y = round(w * config.max_offcanvas), round(h * config.max_offcanvas)
             x = int(rng.integers(-margin_x, max(-margin_x + 1, size - w + margin_x + 1)))
             y = int(rng.integers(-margin_y, max(-margin_y + 1, size - h + margin_y + 1)))
-            resized = source.resize((w, h), Image.Resampling.LANCZOS)
-            mask = np.asarray(resized.getchannel("A")) >= VISIBLE_ALPHA  # (h, w)
+            if resized.size != (w, h):
+                resized = source.resize((w, h), Image.Resampling.LANCZOS)
+                mask = np.asarray(resized.getchannel("A")) >= VISIBLE_ALPHA  # (h, w)
             area = int(mask.sum())
             if area == 0:
                 break
@@ -196,10 +205,11 @@ def compose_scene(
     return canvas.convert("RGB"), placed, kind
 
 
-def _pick(
+def _candidates(
     pool: Sequence[SceneObject], weights: np.ndarray, count: int, rng: np.random.Generator
 ) -> list[SceneObject]:
-    """`count` objects from distinct source images and distinct near-duplicate groups."""
+    """Up to 3 × `count` weighted picks with distinct source images and near-duplicate groups
+    (the spares replace objects that do not fit)."""
     chosen: list[SceneObject] = []
     groups: set[str] = set()
     order = rng.choice(len(pool), size=min(len(pool), count * 8), replace=False, p=weights)
@@ -209,7 +219,7 @@ def _pick(
             continue
         chosen.append(obj)
         groups.add(obj.group)
-        if len(chosen) == count:
+        if len(chosen) == 3 * count:
             break
     return chosen
 
@@ -254,8 +264,8 @@ def build_scenes(
         for index in range(count):
             rng = np.random.default_rng([config.seed, split_index, index])
             k = int(rng.integers(config.min_objects, config.max_objects + 1))
-            picked = _pick(pool, weights, k, rng)
-            image, placed, kind = compose_scene(picked, config, rng)
+            picked = _candidates(pool, weights, k, rng)
+            image, placed, kind = compose_scene(picked, config, rng, k)
             relative = f"images/{name}/{name}_{index:06d}.{config.image_format}"
             save_rgb(image, output / relative, config.image_format, config.quality)
             labels = sorted({label for item in placed for label in item["labels"]})
@@ -329,8 +339,9 @@ def _rules(config: ScenesConfig, vocabulary: Sequence[str]) -> list[str]:
         f"at most {config.max_offcanvas:g} of the box off-canvas; later objects on top.",
         f"Overlap: a placement is kept only if every object (earlier ones included) keeps at "
         f"least {config.min_visible:g} of its opaque pixels visible; otherwise up to 24 tries "
-        "with the scale shrinking by 0.85 every 6; an object that still does not fit is left "
-        "out (see the objects-per-scene count in the build record).",
+        "with the scale shrinking by 0.85 every 6; an object that still does not fit, or has "
+        f"no pixel with alpha ≥ {VISIBLE_ALPHA}, is replaced by the next weighted pick (see the "
+        "objects-per-scene count in the build record).",
         f"Labels: union of the placed objects' labels restricted to the coarse vocabulary = "
         f"top-level categories + the {config.top_labels} most frequent other labels on the "
         "train objects; objects without any coarse label are not used. Coarse vocabulary: "

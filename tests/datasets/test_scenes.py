@@ -65,6 +65,7 @@ def test_labels_are_union_of_coarse_object_labels(ml_build: Path, scenes_build: 
             union = sorted({lab for obj in meta["objects"] for lab in obj["labels"]})
             assert row["labels"] == union
             assert set(union) <= vocabulary
+            assert CONFIG.min_objects <= len(meta["objects"]) <= CONFIG.max_objects
             for obj in meta["objects"]:
                 assert obj["visible"] >= CONFIG.min_visible - 1e-6
 
