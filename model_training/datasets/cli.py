@@ -20,9 +20,15 @@ def _fraction_triple(values: list[float]) -> tuple[float, float, float]:
     return (values[0], values[1], values[2])
 
 
-def _command(argv: list[str] | None, name: str) -> str:
+def _command(argv: list[str] | None) -> str:
     args = sys.argv[1:] if argv is None else argv
-    return "python -m model_training.datasets " + shlex.join(args) if args else name
+    return "python -m model_training.datasets " + shlex.join(args)
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed, for the dataset card (also when mounted in another CLI)."""
+    line: str | None = getattr(args, "command_line", None)
+    return line or " ".join([Path(sys.argv[0]).name, shlex.join(sys.argv[1:])])
 
 
 def _run_openclipart(args: argparse.Namespace) -> int:
@@ -53,7 +59,7 @@ def _run_openclipart(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = build_openclipart(
-        root, Path(args.output), config, workers=args.workers, command=args.command_line
+        root, Path(args.output), config, workers=args.workers, command=_command_line(args)
     )
     s = result.stats
     print(
@@ -81,7 +87,7 @@ def _run_scenes(args: argparse.Namespace) -> int:
             balance=args.balance,
         )
         result = build_scenes(
-            Path(args.source), Path(args.output), config, command=args.command_line
+            Path(args.source), Path(args.output), config, command=_command_line(args)
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -235,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.command_line = _command(argv, args.command)
+    args.command_line = _command(argv)
     result: int = args.func(args)
     return result
 

@@ -10,6 +10,7 @@ rules and `split.py` for the split.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -351,7 +352,7 @@ def build_openclipart(
         "counts": dict(sorted(counts.items())),
         "seconds": round(seconds, 1),
         "workers": workers,
-        "source": "Debian openclipart-png + openclipart-svg (1:0.18+dfsg-19 when built)",
+        "source": {pkg: debian_version(Path(root), pkg) for pkg in ("png", "svg")},
     }
     (output / "stats.json").write_text(
         json.dumps({"stats": stats, "build": build}, indent=2) + "\n", encoding="utf-8"
@@ -363,7 +364,11 @@ def build_openclipart(
         rules=rules_text(config, singular, vocab_set),
         build=build,
         command=command or "python -m model_training.datasets openclipart --output DIR",
-        extra_sections=[("Other files", _FILES), ("Licence", _LICENCE)],
+        extra_sections=[
+            ("Other files", _FILES),
+            ("Known limitations", _LIMITATIONS),
+            ("Licence", _LICENCE),
+        ],
     )
     (output / "DATASET_CARD.md").write_text(card, encoding="utf-8")
     log(f"wrote {len(kept)} images, {len(vocabulary)} labels to {output} in {seconds:.0f} s")
@@ -377,11 +382,35 @@ split, labels, top-level category labels (`top`), source category folders and
 near-duplicate group; OpenClipart-Scenes is built from these.
 """
 
+_LIMITATIONS = """\
+- Labels are as good as the library's filing and its authors' keywords: a keyword list is
+  sometimes pasted onto a whole set (e.g. one icon set carries dvb, internet, network,
+  satellite, television and voip on every icon), and a missing label is not a negative.
+- Folder labels are broad and overlap (`signs and symbols`, `sign`, `symbol`); icon sets
+  (`computer/icons/...`) make `computer` and `icon` the most frequent labels.
+- Near-duplicates are grouped only by file stem; visually similar drawings with different
+  names (colour variants under other names, generated series) may still straddle splits.
+- Drawings over the pixel limit (15 in Debian's 0.18 packages, up to 623 Mpx) are skipped,
+  not downscaled.
+"""
+
 _LICENCE = """\
 The Open Clip Art Library 0.18 drawings are dedicated to the public domain (Creative Commons
 Public Domain Dedication; see `/usr/share/doc/openclipart-svg/copyright` in the packages).
 The derived images, cut-outs and labels here are offered under the same terms.
 """
+
+
+def debian_version(root: Path, kind: str) -> str:
+    """`openclipart-<kind>` package version from the unpacked changelog, or "unknown"."""
+    changelog = root.parent / "doc" / f"openclipart-{kind}" / "changelog.Debian.gz"
+    try:
+        with gzip.open(changelog, "rt", encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+    except OSError:
+        return "unknown"
+    match = re.search(r"\(([^)]+)\)", first)
+    return f"openclipart-{kind} {match.group(1)}" if match else "unknown"
 
 
 def _summary(counts: Counter[str], stats: dict[str, Any]) -> str:
