@@ -69,15 +69,3 @@ def test_demo_artifact_command(tmp_path: Path) -> None:
     check = run(sys.executable, "-m", "mltag_artifact", "check", str(tmp_path / "a"))
     assert check.returncode == 0
     assert "sha256 verified" in check.stdout
-
-
-def test_readme_documents_every_setting() -> None:
-    from service.settings import Settings
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [
-        name
-        for name in Settings.model_fields
-        if f"`MLTAG_{name.upper()}`" not in readme or f"`--{name.replace('_', '-')}`" not in readme
-    ]
-    assert not missing, f"README settings table lacks {missing}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -23,11 +25,28 @@ class ModelLoadError(Exception):
     """The model cannot be served as configured (message says why)."""
 
 
-def available_cores() -> int:
+def _cgroup_cpu_limit(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> float | None:
+    """CPUs allowed by a cgroup v2 quota (a container's CPU limit), or None if unlimited."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return int(quota) / int(period)
+
+
+def available_cores() -> int:
+    """Cores this process may really use: affinity, capped by a container CPU quota, so
+    thread pools are not oversized under Kubernetes/compose CPU limits."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, math.ceil(limit))
+    return max(1, cores)
 
 
 def choose_providers(requested: str, require_gpu: bool, available: list[str]) -> list[str]:
