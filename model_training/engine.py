@@ -1,0 +1,160 @@
+"""One training epoch and one evaluation pass. No file I/O, no argument parsing."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .optim import SAM, BatchNormStatsFrozen, ModelEMA
+
+
+@dataclass
+class StepContext:
+    """Everything a training step needs."""
+
+    model: nn.Module  # possibly DDP-wrapped
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: bool
+    sam: SAM | None = None
+    ema: ModelEMA | None = None
+    ema_source: nn.Module | None = None  # the unwrapped model the EMA follows
+    grad_clip: float | None = None
+    amp_dtype: torch.dtype = torch.float16
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    lr: float
+    images: int
+    seconds: float
+    skipped_steps: int = 0
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def _autocast(ctx: StepContext) -> contextlib.AbstractContextManager[object]:
+    if ctx.amp and ctx.device.type == "cuda":
+        return torch.autocast("cuda", dtype=ctx.amp_dtype)
+    return contextlib.nullcontext()
+
+
+def _forward_loss(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with _autocast(ctx):
+        out = ctx.model(x)
+    return ctx.loss_fn(out.float(), y)  # losses always in fp32
+
+
+def _optimizer_step(ctx: StepContext) -> None:
+    if ctx.grad_clip is not None:
+        ctx.scaler.unscale_(ctx.optimizer)
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in ctx.optimizer.param_groups for p in g["params"]], ctx.grad_clip
+        )
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+
+
+def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One optimisation step (two forward/backward passes with SAM). Returns the loss at w."""
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss = _forward_loss(ctx, x, y)
+    ctx.scaler.scale(loss).backward()
+    if ctx.sam is not None and ctx.sam.perturb():
+        ctx.optimizer.zero_grad(set_to_none=True)
+        with BatchNormStatsFrozen(ctx.model):
+            loss_at_neighbour = _forward_loss(ctx, x, y)
+        ctx.scaler.scale(loss_at_neighbour).backward()
+        ctx.sam.restore()
+    _optimizer_step(ctx)
+    ctx.scheduler.step()
+    if ctx.ema is not None:
+        ctx.ema.update(ctx.ema_source if ctx.ema_source is not None else ctx.model)
+    return float(loss.detach())
+
+
+def train_one_epoch(
+    ctx: StepContext,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    max_steps: int | None = None,
+    progress: Callable[[Iterable[tuple[torch.Tensor, torch.Tensor]]], Iterable[object]]
+    | None = None,
+) -> EpochStats:
+    ctx.model.train()
+    total, count, images = 0.0, 0, 0
+    losses: list[float] = []
+    it: Iterable[object] = progress(loader) if progress is not None else loader
+    start = time.perf_counter()
+    for step, batch in enumerate(it):
+        if max_steps is not None and step >= max_steps:
+            break
+        pair: tuple[torch.Tensor, torch.Tensor] = batch  # type: ignore[assignment]
+        x = pair[0].to(ctx.device, non_blocking=True)
+        y = pair[1].to(ctx.device, non_blocking=True)
+        value = train_step(ctx, x, y)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at step {step}")
+        total += value
+        count += 1
+        images += x.shape[0]
+        losses.append(value)
+        if hasattr(it, "set_postfix"):
+            elapsed = time.perf_counter() - start
+            it.set_postfix(
+                loss=f"{total / count:.4f}",
+                lr=f"{ctx.optimizer.param_groups[0]['lr']:.2e}",
+                img_s=f"{images / max(elapsed, 1e-9):.1f}",
+                refresh=False,
+            )
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    seconds = time.perf_counter() - start
+    return EpochStats(
+        loss=total / max(count, 1),
+        lr=float(ctx.optimizer.param_groups[0]["lr"]),
+        images=images,
+        seconds=seconds,
+        history=losses,
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    amp: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (N, C) and targets (N, C) over a loader. `model` must have
+    `probabilities(outputs)` (a `MultilabelClassifier`)."""
+    model.eval()
+    to_probs: Callable[[torch.Tensor], torch.Tensor] = model.probabilities  # type: ignore[assignment]
+    scores, targets = [], []
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        ctx = (
+            torch.autocast("cuda", dtype=torch.float16)
+            if amp and device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            out = model(x)
+        scores.append(to_probs(out.float()).cpu().numpy())
+        targets.append(y.numpy())
+    if not scores:
+        raise ValueError("evaluation loader is empty")
+    return np.concatenate(scores), np.concatenate(targets)

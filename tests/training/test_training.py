@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_training.config import Config, ConfigError, load_config
+from model_training.optim import SAM, ModelEMA, build_scheduler
+from model_training.trainer import evaluate_run, fit
+
+from .synth import make_coco
+
+TINY = "test_efficientnet"
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("coco")
+    return make_coco(root, 160, size=48, seed=0), make_coco(root, 60, size=48, seed=1,
+                                                            name="test.json")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_coco(tmp_path_factory.mktemp("small"), 48, size=32, seed=2)
+
+
+def _cfg(train: Path, *overrides: str) -> Config:
+    base = [
+        f"data.train={train}",
+        "data.image_size=48",
+        "data.num_workers=0",
+        "data.val_fraction=0.25",
+        f"model.backbone={TINY}",
+        "train.device=cpu",
+        "train.progress=false",
+        "train.batch_size=16",
+        "head.ml_decoder.embed_dim=32",
+        "head.ml_decoder.ff_dim=64",
+        "head.ml_decoder.num_heads=4",
+    ]
+    return load_config(None, [*base, *overrides])
+
+
+def test_train_reaches_high_map_and_writes_run_dir(coco: tuple[Path, Path], tmp_path: Path) -> None:
+    train, test = coco
+    # Colour tags: RandAugment's colour ops and random-colour Cutout would fake or erase the
+    # very evidence the labels are about, so this data set trains with flips only.
+    cfg = _cfg(train, f"data.test={test}", "model.head=linear", "loss.name=aam",
+               "optim.name=adamw", "optim.sam=false", "train.lr=0.01", "train.epochs=6",
+               "data.augment.randaugment=false", "data.augment.cutout=0")  # fmt: skip
+    run = tmp_path / "run"
+    final = fit(cfg, run)
+    assert final["test"]["mAP"] >= 80.0, final["test"]
+    assert final["val"]["mAP"] >= 80.0, final["val"]
+    for name in ["config.yaml", "labels.txt", "metrics.json", "per_class_ap.csv",
+                 "thresholds.json", "curves.png", "pr_val.png", "pr_test.png", "split.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "train.log"]:  # fmt: skip
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 7))
+    assert {"train_loss", "lr", "train_images_per_s", "val_mAP", "val_mAP_ema"} <= set(
+        metrics["epochs"][0]
+    )
+    best = max(max(e["val_mAP"], e["val_mAP_ema"]) for e in metrics["epochs"])
+    assert metrics["final"]["selected"]["mAP"] == pytest.approx(best)
+    assert load_config(run / "config.yaml") == cfg
+    rows = list(csv.DictReader((run / "per_class_ap.csv").open()))
+    assert [r["label"] for r in rows] == ["red", "green", "blue", "yellow"]
+    thr = json.loads((run / "thresholds.json").read_text())
+    assert set(thr) == {"red", "green", "blue", "yellow"}
+    assert all(0 < t <= 1 for t in thr.values())
+    # evaluating the run on the test file gives the numbers fit() reported
+    again = evaluate_run(run, test, device="cpu")
+    assert again["metrics"]["mAP"] == pytest.approx(final["test"]["mAP"], abs=1e-6)
+    assert again["metrics"]["OF1@thr"] == pytest.approx(final["test"]["OF1@thr"], abs=1e-6)
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(cfg, run)
+
+
+def test_resume_equals_uninterrupted(small: Path, tmp_path: Path) -> None:
+    train = small
+    # The paper's recipe (SGD + SAM, OneCycle, EMA, RandAugment, Cutout) on the GCN head.
+    cfg = _cfg(train, "model.head=gcn", "optim.name=sgd", "optim.sam=true", "train.lr=0.05",
+               "train.epochs=3", "train.max_steps_per_epoch=2", "train.ema=true",
+               "data.image_size=32", "train.early_stop_patience=null")  # fmt: skip
+    full = fit(cfg, tmp_path / "full")
+    part = fit(cfg, tmp_path / "resumed", stop_after_epochs=1)
+    assert part == {"interrupted_at_epoch": 1}
+    assert not (tmp_path / "resumed" / "metrics.json").read_text().count('"epoch": 2')
+    resumed = fit(cfg, tmp_path / "resumed", resume=True)
+    a = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=False)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    for key in a["ema"]["module"]:
+        torch.testing.assert_close(a["ema"]["module"][key], b["ema"]["module"][key], rtol=0,
+                                   atol=0)  # fmt: skip
+    drop = ("train_images_per_s", "train_seconds", "val_seconds")
+    strip = [{k: v for k, v in e.items() if k not in drop} for e in a["history"]]
+    assert strip == [{k: v for k, v in e.items() if k not in drop} for e in b["history"]]
+    assert full["val"] == resumed["val"]
+    changed = load_config(None, [*(f"{k}={v}" for k, v in [("train.lr", 0.1)])])
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        fit(changed.model_copy(update={"data": cfg.data, "model": cfg.model}),
+            tmp_path / "resumed", resume=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(("head", "loss"), [("ml_decoder", "aam"), ("gcn", "asl"),
+                                            ("linear", "bce")])  # fmt: skip
+def test_every_head_and_loss_trains(small: Path, tmp_path: Path, head: str, loss: str) -> None:
+    train = small
+    cfg = _cfg(train, f"model.head={head}", f"loss.name={loss}", "train.epochs=1",
+               "train.max_steps_per_epoch=2", "data.image_size=32", "optim.name=adamw",
+               "train.lr=0.001")  # fmt: skip
+    final = fit(cfg, tmp_path / "run")
+    assert 0 <= final["val"]["mAP"] <= 100
+
+
+def test_sam_uses_gradient_at_the_perturbed_point() -> None:
+    # f(w) = sum(w^4): the SAM gradient is 4 (w + rho g/|g|)^3, not 4 w^3.
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = torch.optim.SGD([w], lr=0.1)
+    sam = SAM(opt, rho=0.5)
+    (w**4).sum().backward()
+    g = w.grad.clone()  # type: ignore[union-attr]
+    assert sam.perturb()
+    e = 0.5 * g / g.norm()
+    torch.testing.assert_close(w.detach(), torch.tensor([1.0, -2.0]) + e)
+    opt.zero_grad()
+    (w**4).sum().backward()
+    sam.restore()
+    torch.testing.assert_close(w.detach(), torch.tensor([1.0, -2.0]))
+    opt.step()
+    expected = torch.tensor([1.0, -2.0]) - 0.1 * 4 * (torch.tensor([1.0, -2.0]) + e) ** 3
+    torch.testing.assert_close(w.detach(), expected)
+    w.grad = torch.tensor([float("nan"), 1.0])
+    assert not sam.perturb()  # non-finite (e.g. AMP overflow): no move
+
+
+def test_onecycle_per_iteration() -> None:
+    cfg = Config().optim
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, cfg, lr=0.01, total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01 / 100)
+    assert max(lrs) == pytest.approx(0.01, rel=1e-3)
+    assert int(torch.tensor(lrs).argmax()) in range(18, 22)  # warm-up 20%
+    assert lrs[-1] == pytest.approx(0.01 / 1e5, rel=0.2)
+
+
+def test_ema_tracks_weights() -> None:
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ModelEMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # effective decay min(0.5, 2/11)
+    d = 2 / 11
+    torch.testing.assert_close(ema.module.weight, torch.full((1, 2), 1 - d))
