@@ -26,7 +26,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     axes[0].set_title("training loss")
     axes[1].plot(epochs, [h["lr"] for h in history], marker="o")
     axes[1].set_title("learning rate (end of epoch)")
-    axes[1].set_yscale("log")
+    if len({h["lr"] for h in history}) > 1:
+        axes[1].set_yscale("log")
     axes[2].plot(epochs, [h["val_mAP"] for h in history], marker="o", label="raw")
     if any(h.get("val_mAP_ema") is not None for h in history):
         axes[2].plot(epochs, [h.get("val_mAP_ema") for h in history], marker="s", label="EMA")
