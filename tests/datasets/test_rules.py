@@ -190,3 +190,17 @@ def test_split_rejects_bad_input() -> None:
         stratified_group_split([["a"]], [0, 1], (0.5, 0.5), seed=0)
     with pytest.raises(ValueError, match="fractions"):
         stratified_group_split([["a"]], [0], (0.0, 0.0), seed=0)
+
+
+def test_debian_version_from_unpacked_changelog(tmp_path: Path) -> None:
+    import gzip
+
+    from model_training.datasets.openclipart import debian_version
+
+    root = tmp_path / "usr" / "share" / "openclipart"
+    doc = tmp_path / "usr" / "share" / "doc" / "openclipart-png"
+    doc.mkdir(parents=True)
+    with gzip.open(doc / "changelog.Debian.gz", "wt") as handle:
+        handle.write("openclipart (1:0.18+dfsg-19) unstable; urgency=medium\n")
+    assert debian_version(root, "png") == "openclipart-png 1:0.18+dfsg-19"
+    assert debian_version(root, "svg") == "unknown"
