@@ -69,8 +69,9 @@ def _optimizer_step(ctx: StepContext) -> None:
     ctx.scaler.update()
 
 
-def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> float:
-    """One optimisation step (two forward/backward passes with SAM). Returns the loss at w."""
+def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimisation step (two forward/backward passes with SAM). Returns the loss at w,
+    detached and left on the device (reading it would synchronise a GPU every step)."""
     ctx.optimizer.zero_grad(set_to_none=True)
     loss = _forward_loss(ctx, x, y)
     ctx.scaler.scale(loss).backward()
@@ -84,7 +85,7 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> float:
     ctx.scheduler.step()
     if ctx.ema is not None:
         ctx.ema.update(ctx.ema_source if ctx.ema_source is not None else ctx.model)
-    return float(loss.detach())
+    return loss.detach()
 
 
 def train_one_epoch(
@@ -93,41 +94,62 @@ def train_one_epoch(
     max_steps: int | None = None,
     progress: Callable[[Iterable[tuple[torch.Tensor, torch.Tensor]]], Iterable[object]]
     | None = None,
+    sync_every: int = 20,
 ) -> EpochStats:
+    """Train over `loader`. Losses are read back every `sync_every` steps (progress bar,
+    non-finite check): a non-finite loss raises without AMP; with AMP it is a step the
+    GradScaler skipped, counted in `skipped_steps`."""
     ctx.model.train()
-    total, count, images = 0.0, 0, 0
+    images = 0
+    pending: list[torch.Tensor] = []
     losses: list[float] = []
+    skipped = 0
     it: Iterable[object] = progress(loader) if progress is not None else loader
     start = time.perf_counter()
+
+    def drain(step: int) -> None:
+        nonlocal skipped
+        if not pending:
+            return
+        values = torch.stack(pending).float().cpu().tolist()
+        pending.clear()
+        for v in values:
+            if math.isfinite(v):
+                losses.append(v)
+            elif ctx.amp:
+                skipped += 1
+            else:
+                raise FloatingPointError(f"loss is {v} near step {step}")
+        if hasattr(it, "set_postfix") and losses:
+            elapsed = time.perf_counter() - start
+            it.set_postfix(
+                loss=f"{sum(losses) / len(losses):.4f}",
+                lr=f"{ctx.optimizer.param_groups[0]['lr']:.2e}",
+                img_s=f"{images / max(elapsed, 1e-9):.1f}",
+                refresh=False,
+            )
+
+    step = 0
     for step, batch in enumerate(it):
         if max_steps is not None and step >= max_steps:
             break
         pair: tuple[torch.Tensor, torch.Tensor] = batch  # type: ignore[assignment]
         x = pair[0].to(ctx.device, non_blocking=True)
         y = pair[1].to(ctx.device, non_blocking=True)
-        value = train_step(ctx, x, y)
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss is {value} at step {step}")
-        total += value
-        count += 1
+        pending.append(train_step(ctx, x, y))
         images += x.shape[0]
-        losses.append(value)
-        if hasattr(it, "set_postfix"):
-            elapsed = time.perf_counter() - start
-            it.set_postfix(
-                loss=f"{total / count:.4f}",
-                lr=f"{ctx.optimizer.param_groups[0]['lr']:.2e}",
-                img_s=f"{images / max(elapsed, 1e-9):.1f}",
-                refresh=False,
-            )
+        if len(pending) >= sync_every:
+            drain(step)
+    drain(step)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     seconds = time.perf_counter() - start
     return EpochStats(
-        loss=total / max(count, 1),
+        loss=sum(losses) / max(len(losses), 1),
         lr=float(ctx.optimizer.param_groups[0]["lr"]),
         images=images,
         seconds=seconds,
+        skipped_steps=skipped,
         history=losses,
     )
 

@@ -138,12 +138,15 @@ class ModelEMA:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         src = model.state_dict()
+        ema_float, src_float = [], []
         for name, e in self.module.state_dict().items():
             v = src[name].detach()
             if e.dtype.is_floating_point:
-                e.mul_(d).add_(v.to(e.dtype), alpha=1 - d)
+                ema_float.append(e)
+                src_float.append(v.to(e.dtype))
             else:
                 e.copy_(v)
+        torch._foreach_lerp_(ema_float, src_float, 1.0 - d)  # e += (1 - d)(v - e), fused
 
     def state_dict(self) -> dict[str, object]:
         return {"module": self.module.state_dict(), "updates": self.updates}

@@ -191,3 +191,25 @@ def test_default_config_builds_paper_heads() -> None:
     cfg = Config()
     assert cfg.model.head == "ml_decoder"
     assert cfg.loss.name == "aam"
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("head", HEADS.names())
+def test_probability_model_exports_to_onnx_with_one_input(head: str, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    cfg = load_config(None, [f"model.backbone={TINY}", f"model.head={head}",
+                             "head.ml_decoder.embed_dim=32", "head.ml_decoder.ff_dim=64",
+                             "head.ml_decoder.num_heads=4"])  # fmt: skip
+    torch.manual_seed(0)
+    model = ProbabilityModel(build_model(cfg, LABELS, train_targets=_targets())).eval()
+    x = torch.randn(2, 3, 32, 32)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["image"], output_names=["probs"],
+                      dynamic_axes={"image": {0: "batch"}}, opset_version=17,
+                      dynamo=False)  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]  # graph data are constants
+    got = session.run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5)

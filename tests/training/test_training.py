@@ -166,3 +166,22 @@ def test_ema_tracks_weights() -> None:
     ema.update(model)  # effective decay min(0.5, 2/11)
     d = 2 / 11
     torch.testing.assert_close(ema.module.weight, torch.full((1, 2), 1 - d))
+
+
+def test_non_finite_loss_raises_without_amp() -> None:
+    from model_training.engine import StepContext, train_one_epoch
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ctx = StepContext(
+        model=model,
+        loss_fn=lambda out, y: (out * float("nan")).sum(),
+        optimizer=opt,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0),
+        scaler=torch.amp.GradScaler("cuda", enabled=False),
+        device=torch.device("cpu"),
+        amp=False,
+    )
+    batches = [(torch.randn(4, 3), torch.zeros(4, 2))] * 3
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        train_one_epoch(ctx, batches)
