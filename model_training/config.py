@@ -173,6 +173,9 @@ class TrainConfig(_Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     seed: int = 0
     amp: bool | Literal["auto"] = Field("auto", description="auto: on for CUDA")
+    amp_dtype: Literal["float16", "bfloat16"] = Field(
+        "float16", description="autocast dtype; float16 uses a GradScaler, bfloat16 needs none"
+    )
     ema: bool = True
     ema_decay: float = Field(0.9993, ge=0, lt=1)
     early_stop_patience: int | None = Field(5, description="epochs without val mAP gain; None: off")

@@ -160,6 +160,7 @@ def predict(
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     amp: bool = False,
+    amp_dtype: torch.dtype = torch.float16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (N, C) and targets (N, C) over a loader. `model` must have
     `probabilities(outputs)` (a `MultilabelClassifier`)."""
@@ -169,7 +170,7 @@ def predict(
     for x, y in loader:
         x = x.to(device, non_blocking=True)
         ctx = (
-            torch.autocast("cuda", dtype=torch.float16)
+            torch.autocast("cuda", dtype=amp_dtype)
             if amp and device.type == "cuda"
             else contextlib.nullcontext()
         )

@@ -184,6 +184,7 @@ def fit(
     dist = _init_distributed(cfg.train.device)
     device = resolve_device(cfg.train.device, dist.local_rank)
     amp = device.type == "cuda" and cfg.train.amp in ("auto", True)
+    amp_dtype = torch.bfloat16 if cfg.train.amp_dtype == "bfloat16" else torch.float16
     if dist.main:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     last_path = out / "checkpoints" / "last.pt"
@@ -251,7 +252,7 @@ def fit(
     scheduler = build_scheduler(
         optimizer, cfg.optim, cfg.train.lr, steps_per_epoch * cfg.train.epochs
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     ema = ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema else None
 
     history: list[dict[str, Any]] = []
@@ -266,6 +267,8 @@ def fit(
             ema.load_state_dict(state["ema"])
         history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
         start_epoch = state["epoch"] + 1
+        if state.get("stopped_early"):
+            start_epoch = cfg.train.epochs  # the run had ended: only redo the final step
         log(f"resumed from {last_path} at epoch {start_epoch}")
 
     ctx = StepContext(
@@ -280,8 +283,9 @@ def fit(
         ema=ema,
         ema_source=model,
         grad_clip=cfg.optim.grad_clip,
+        amp_dtype=amp_dtype,
     )
-    stopped_early = False
+    stopped_early = bool(state.get("stopped_early")) if state is not None else False
     for epoch in range(start_epoch, cfg.train.epochs):
         if stop_after_epochs is not None and epoch - start_epoch >= stop_after_epochs:
             return {"interrupted_at_epoch": epoch}
@@ -305,11 +309,11 @@ def fit(
         stop = torch.zeros(1)
         if dist.main:
             t0 = time.perf_counter()
-            s_raw, y_val = predict(model, val_loader, device, amp)
+            s_raw, y_val = predict(model, val_loader, device, amp, amp_dtype)
             record["val_mAP"] = evaluate_scores(s_raw, y_val).mAP
             record["val_mAP_ema"] = None
             if ema is not None:
-                s_ema, _ = predict(ema.module, val_loader, device, amp)
+                s_ema, _ = predict(ema.module, val_loader, device, amp, amp_dtype)
                 record["val_mAP_ema"] = evaluate_scores(s_ema, y_val).mAP
             record["val_seconds"] = time.perf_counter() - t0
             source = "raw"
@@ -337,7 +341,7 @@ def fit(
             if patience is not None and bad_epochs >= patience:
                 stop[0] = 1
             _save_last(last_path, epoch, model, ema, optimizer, scheduler, scaler, cfg,
-                       labels, history, best, bad_epochs)  # fmt: skip
+                       labels, history, best, bad_epochs, bool(stop[0]))  # fmt: skip
             _write_metrics(out, history, None)
         if dist.enabled:
             import torch.distributed as tdist
@@ -350,11 +354,12 @@ def fit(
 
     final: dict[str, Any] = {}
     if dist.main:
-        final = _finish(cfg, out, splits, history, best, stopped_early, device, amp, log)
+        final = _finish(cfg, out, splits, history, best, stopped_early, device, amp, log, amp_dtype)
     if dist.enabled:
         import torch.distributed as tdist
 
         tdist.barrier()
+        tdist.destroy_process_group()
     return final
 
 
@@ -380,6 +385,7 @@ def _save_last(
     history: list[dict[str, Any]],
     best: dict[str, Any],
     bad_epochs: int,
+    stopped_early: bool,
 ) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
@@ -395,6 +401,7 @@ def _save_last(
             "history": history,
             "best": best,
             "bad_epochs": bad_epochs,
+            "stopped_early": stopped_early,
         },
         tmp,
     )
@@ -438,6 +445,7 @@ def _finish(
     device: torch.device,
     amp: bool,
     log: RunLogger,
+    amp_dtype: torch.dtype = torch.float16,
 ) -> dict[str, Any]:
     from .plots import plot_curves, plot_pr_curves
 
@@ -448,7 +456,7 @@ def _finish(
     def scores_of(data: LabelledSet) -> tuple[np.ndarray, np.ndarray]:
         loader = _loader(MultilabelDataset(data, EvalTransform(prep)), eval_bs,
                          cfg.data.num_workers, False)  # fmt: skip
-        return predict(model, loader, device, amp)
+        return predict(model, loader, device, amp, amp_dtype)
 
     s_val, y_val = scores_of(splits.val)
     thresholds = f1_optimal_thresholds(s_val, y_val)

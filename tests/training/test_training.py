@@ -185,3 +185,26 @@ def test_non_finite_loss_raises_without_amp() -> None:
     batches = [(torch.randn(4, 3), torch.zeros(4, 2))] * 3
     with pytest.raises(FloatingPointError, match="loss is nan"):
         train_one_epoch(ctx, batches)
+
+
+def test_early_stopping_on_val_map_and_resume_respects_it(small: Path, tmp_path: Path) -> None:
+    # lr ~ 0 and no EMA: val mAP stalls (only BatchNorm statistics still move) -> early stop
+    cfg = _cfg(small, "model.head=linear", "optim.name=adamw", "optim.sam=false",
+               "optim.scheduler=constant", "train.lr=1e-12", "train.ema=false",
+               "train.epochs=8", "train.max_steps_per_epoch=1", "train.early_stop_patience=2",
+               "data.image_size=32")  # fmt: skip
+    run = tmp_path / "run"
+    final = fit(cfg, run)
+    history = json.loads((run / "metrics.json").read_text())["epochs"]
+    assert final["stopped_early"] is True
+    assert final["epochs_run"] == len(history) < 8
+    best, streak, streaks = -1.0, 0, []
+    for e in history:
+        streak = 0 if e["val_mAP"] > best + 1e-9 else streak + 1
+        best = max(best, e["val_mAP"])
+        streaks.append(streak)
+    assert streaks[-1] == 2  # stopped exactly when the patience ran out...
+    assert max(streaks[:-1]) < 2  # ...and not before
+    assert final["selected"]["mAP"] == pytest.approx(best)
+    again = fit(cfg, run, resume=True)  # a stopped run stays stopped
+    assert again["epochs_run"] == len(history)
