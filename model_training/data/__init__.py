@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..config import DataConfig
 from .dataset import MultilabelDataset
@@ -19,7 +19,7 @@ class Splits:
 
 
 def read_annotations(
-    data: DataConfig, path: str | Path, labels: list[str] | None = None
+    data: DataConfig, path: str | os.PathLike[str], labels: list[str] | None = None
 ) -> LabelledSet:
     """Read one annotation file in `data.format` (against `labels` when given)."""
     common = {

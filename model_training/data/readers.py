@@ -28,6 +28,7 @@ Format details
 from __future__ import annotations
 
 import csv
+import os
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -173,7 +174,7 @@ def _labels_file(path: Path) -> list[str] | None:
 
 
 def read_coco(
-    path: str | Path,
+    path: str | os.PathLike[str],
     images_root: str | Path | None = None,
     labels: Sequence[str] | None = None,
     empty_labels: EmptyPolicy = "keep",
@@ -231,7 +232,7 @@ def read_coco(
 
 
 def read_voc(
-    path: str | Path,
+    path: str | os.PathLike[str],
     images_root: str | Path | None = None,
     labels: Sequence[str] | None = None,
     difficult: Difficult = "ignore",
@@ -274,7 +275,7 @@ def read_voc(
 
 
 def read_csv(
-    path: str | Path,
+    path: str | os.PathLike[str],
     images_root: str | Path | None = None,
     labels: Sequence[str] | None = None,
     label_sep: str = ";",
@@ -311,7 +312,7 @@ def read_csv(
 
 
 def read_jsonl(
-    path: str | Path,
+    path: str | os.PathLike[str],
     images_root: str | Path | None = None,
     labels: Sequence[str] | None = None,
     empty_labels: EmptyPolicy = "keep",
