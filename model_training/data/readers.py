@@ -28,8 +28,8 @@ Format details
 from __future__ import annotations
 
 import csv
-import os
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
