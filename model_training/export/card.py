@@ -1,0 +1,181 @@
+"""MODEL_CARD.md: what the model is, what it was trained on, how well it does, where not to
+use it. Generated from the run directory and the manifest, so it cannot disagree with them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mltag_artifact import Manifest
+
+from .run import TrainedRun, short_name
+
+_METRIC_COLUMNS = ("mAP", "CF1@0.5", "OF1@0.5", "CF1@thr", "OF1@thr")
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_model_card(run: TrainedRun, manifest: Manifest) -> str:
+    cfg = run.config
+    arch = manifest.architecture
+    prep = manifest.preprocessing
+    details = arch.details
+    export = details.get("export", {})
+    selected = run.selected
+    out: list[str] = [f"# {manifest.name} {manifest.version}", "", manifest.description, ""]
+
+    out += ["## Model", ""]
+    input_text = (
+        f"{prep.height}×{prep.width} {prep.channel_order}, {prep.input_dtype} {prep.layout}"
+        + (" (raw 0..255 pixels; normalised inside the graph)" if prep.normalize_in_graph else "")
+    )
+    out += [
+        f"- Backbone: `{arch.backbone}` (timm); head: `{arch.head}`; loss: `{arch.loss}`.",
+        f"- Output: per-label probabilities (B, {len(manifest.labels)}) = "
+        f"{details.get('score', 'sigmoid')}"
+        + (f" with s = {details['score_scale']:g}" if details.get("cosine") else "")
+        + ", computed inside the graph.",
+        f"- Parameters in the exported graph: {_fmt(arch.num_params)}; "
+        f"GMACs per image: {_fmt(arch.gmacs, 3)}.",
+        f"- Input: {input_text}; resize: {prep.resize} ({prep.interpolation}), mean "
+        f"{list(prep.mean)}, std {list(prep.std)}.",
+        f"- ONNX opset {manifest.onnx.opset}, dynamic batch axis"
+        + (", int8 static QDQ" if "int8" in export else ", fp32")
+        + ".",
+    ]
+    if arch.head == "gcn":
+        out.append(
+            "- GCN head: the label-graph channel attention a = σ(max_c G) does not depend on "
+            "the image; it was computed from the trained weights and is a constant in the "
+            "graph, so the head costs about as much as a linear one."
+        )
+    out.append("")
+
+    out += ["## Data", ""]
+    n_val = run.final.get("val", {}).get("num_images")
+    n_test = run.final.get("test", {}).get("num_images")
+    if cfg.data.val:
+        val_text = f"`{short_name(cfg.data.val)}`"
+    else:
+        val_text = f"{cfg.data.val_fraction:.0%} stratified hold-out of the training annotations"
+    if n_val is not None:
+        val_text += f", {n_val} images"
+    if cfg.data.test:
+        test_text = (
+            f"`{short_name(cfg.data.test)}`, {n_test} images, evaluated once after training."
+        )
+    else:
+        test_text = "none given: no untouched test measurement exists."
+    out += [
+        f"- Training annotations: `{details.get('data', {}).get('dataset', cfg.data.train)}` "
+        f"({cfg.data.format} format), {len(manifest.labels)} labels.",
+        f"- Validation: {val_text} (checkpoint selection, early stopping, threshold calibration).",
+        f"- Test: {test_text}",
+        f"- Images without any label: {cfg.data.empty_labels}.",
+        "",
+    ]
+
+    opt = cfg.optim
+    aug = cfg.data.augment
+    out += ["## Training recipe", ""]
+    out += [
+        f"- Pretrained: {cfg.model.pretrained}; input {cfg.data.image_size}px (resize, no crop).",
+        f"- Loss `{cfg.loss.name}` ({cfg.loss.reduction}): {details.get('loss_params', {})}.",
+        f"- Optimiser: {opt.name}{' + SAM (rho ' + str(opt.sam_rho) + ')' if opt.sam else ''}, "
+        f"lr {cfg.train.lr:g}, weight decay {opt.weight_decay:g}, schedule {opt.scheduler}, "
+        f"batch {cfg.train.batch_size}, up to {cfg.train.epochs} epochs "
+        f"({run.final.get('epochs_run', '?')} run"
+        + (", stopped early" if run.final.get("stopped_early") else "")
+        + ").",
+        f"- EMA: {'decay ' + str(cfg.train.ema_decay) if cfg.train.ema else 'off'}; "
+        f"selected weights: {selected.get('source', '?')} of epoch {selected.get('epoch', '?')} "
+        f"(best validation mAP {_fmt(selected.get('mAP'))}).",
+        f"- Augmentation: hflip {aug.hflip}, RandAugment "
+        + (f"{aug.randaugment_ops}×{aug.randaugment_magnitude}" if aug.randaugment else "off")
+        + f", Cutout p={aug.cutout} size {aug.cutout_size}.",
+        f"- Seed {cfg.train.seed}. The full resolved config is the run's `config.yaml`.",
+        "",
+    ]
+
+    out += ["## Metrics", "", "Percent. `@thr` uses the calibrated per-label thresholds.", ""]
+    rows = []
+    for ev in manifest.evaluation:
+        rows.append(
+            [ev.split, ev.dataset, str(ev.num_images)]
+            + [_fmt(ev.metrics.get(k)) for k in _METRIC_COLUMNS]
+            + [ev.notes]
+        )
+    out += [_table(["split", "data", "images", *_METRIC_COLUMNS, "notes"], rows), ""]
+    if "int8" in export:
+        q = export["int8"]
+        out += [
+            f"int8: validation mAP {_fmt(q['val_mAP_int8'])} vs fp32 {_fmt(q['val_mAP_fp32'])} "
+            f"(drop {_fmt(q['val_mAP_drop'])} points, bound {_fmt(q['max_drop'])}), "
+            f"{q['calibration_images']} calibration images from {q['calibration_source']}, "
+            f"about {_fmt(q['speedup_vs_fp32_batch8'])}× the fp32 speed at batch 8 on the "
+            "export machine."
+            + (
+                " **The drop exceeds the bound; exported on request.**"
+                if q.get("drop_exceeds_bound")
+                else ""
+            ),
+            "",
+        ]
+
+    out += ["## Per-label AP and thresholds", ""]
+    by_label = {r.get("label"): r for r in run.per_class}
+    label_rows = []
+    for label, thr in zip(manifest.labels, manifest.thresholds, strict=True):
+        r = by_label.get(label, {})
+        label_rows.append([
+            f"`{label}`",
+            _fmt(r.get("train_positives")),
+            _fmt(r.get("val_AP")),
+            _fmt(r.get("test_AP")),
+            f"{thr:.4f}",
+        ])  # fmt: skip
+    out += [
+        _table(["label", "train positives", "val AP", "test AP", "threshold"], label_rows),
+        "",
+        "Thresholds: " + str(details.get("thresholds")) + " — F1-optimal per label on the "
+        "validation split. Override per request with `thresholds` / `min_score`.",
+        "",
+    ]
+
+    parity = export.get("parity", {})
+    out += ["## Export verification", ""]
+    out += [
+        "- `onnx.checker` (full); artifact hash and the service's model checks passed.",
+        f"- ONNX Runtime vs PyTorch on {parity.get('images', '?')} validation images through "
+        f"the service's preprocessing: max |Δprobability| = {parity.get('max_abs_diff', 0):.2e} "
+        f"(bound {parity.get('tolerance', 0):g}, on the fp32 graph).",
+        f"- Exported with {export.get('exporter', 'torch.onnx')}.",
+        "",
+        "## Intended use",
+        "",
+        f"Tagging images with the {len(manifest.labels)} labels above, in images like the "
+        "training data, served by `mltag-serve` (which applies the manifest's preprocessing and "
+        "thresholds). Scores are independent per-label probabilities, not a distribution.",
+        "",
+        "## Limitations",
+        "",
+        "- Accuracy holds only for images like the training data; measure on your own images "
+        "with `mltag-train evaluate --artifact` before relying on it.",
+        "- Labels with few training positives (see the table) have unreliable AP and thresholds.",
+        "- Calibrated thresholds maximise F1 on a small validation split; the @thr numbers on "
+        "validation are optimistic.",
+        "- Not for decisions about people, safety or anything with legal effect.",
+        "",
+    ]
+    return "\n".join(out)
