@@ -208,3 +208,19 @@ def test_early_stopping_on_val_map_and_resume_respects_it(small: Path, tmp_path:
     assert final["selected"]["mAP"] == pytest.approx(best)
     again = fit(cfg, run, resume=True)  # a stopped run stays stopped
     assert again["epochs_run"] == len(history)
+
+
+@pytest.mark.slow
+def test_cpu_small_config_with_pretrained_lite0(tmp_path: Path) -> None:
+    # The shipped CPU config as a newcomer would run it (pretrained EfficientNet-Lite0 from the
+    # offline package, ML-Decoder head, AAM), at 96 px and 3 epochs to stay within minutes.
+    data = tmp_path / "data"
+    train = make_coco(data, 200, size=64, seed=0)
+    test = make_coco(data, 80, size=64, seed=1, name="test.json")
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(repo / "configs" / "cpu_small.yaml",
+                      [f"data.train={train}", f"data.test={test}", "data.image_size=96",
+                       "data.num_workers=0", "train.epochs=3", "train.progress=false",
+                       "data.augment.randaugment=false", "data.augment.cutout=0"])  # fmt: skip
+    final = fit(cfg, tmp_path / "run")
+    assert final["test"]["mAP"] >= 85.0, final["test"]
