@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from PIL import Image
 
 from mltag_artifact import load_artifact
 
@@ -34,6 +35,8 @@ def decode_thread_count(settings: Settings) -> int:
 def load_model(state: ServiceState) -> None:
     """Validate the artifact, create the session, warm it up (blocking; run in a thread)."""
     s = state.settings
+    # Pillow's own decompression-bomb guard follows our limit (it errors at twice this).
+    Image.MAX_IMAGE_PIXELS = s.max_image_pixels
     artifact = load_artifact(s.artifact_dir)
     runner = ModelRunner(artifact, s.provider, s.require_gpu, s.intra_op_threads)
     runner.warm_up(s.warmup_runs, s.max_batch_size)
@@ -72,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics=state.metrics,
     )
     state.batcher.start()
+    state.batcher.on_crash(lambda: state.set_ready(False))  # never "ready" with a dead queue
     state.set_ready(True)
     try:
         yield
@@ -79,7 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.begin_drain()
         state.set_ready(False)
         await state.batcher.stop()  # finishes whatever is still queued
-        state.decode_pool.shutdown(wait=True)
+        state.decode_pool.shutdown(wait=False, cancel_futures=True)
         log.info("stopped")
 
 
@@ -99,7 +103,8 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     app.include_router(tag.router)
     app.include_router(info.router)
     app.include_router(kserve.router)
-    if settings.cors_origins:
+    app.add_middleware(ServiceMiddleware, state=state)
+    if settings.cors_origins:  # outermost, so refusals (401, 413, 503) carry CORS headers too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
@@ -107,6 +112,4 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    # Added last, so it is the outermost layer: it sees every request and final status.
-    app.add_middleware(ServiceMiddleware, state=state)
     return app

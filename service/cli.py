@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import os
 import sys
 import time
 import typing
@@ -75,18 +75,23 @@ def _serve(settings: Settings, state: ServiceState) -> int:
     from .app import create_app
 
     class DrainingServer(uvicorn.Server):
-        """First SIGTERM/SIGINT: drain (stop admitting, finish accepted work), then exit.
-        A second signal exits at once."""
+        """First SIGTERM/SIGINT: drain (stop admitting, finish accepted work, at most
+        drain_timeout_s), then exit 0. A second signal exits at once with status 1."""
+
+        drain_requested = False
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            if state.draining:
-                self.should_exit = True
-                self.force_exit = True
-                return
-            log.info("received %s", signal.Signals(sig).name)
-            state.begin_drain()
+            # A signal handler must not take locks (metrics, logging): it may have interrupted
+            # their holder on this very thread. Set a flag; on_tick does the work.
+            if self.drain_requested:
+                if state.decode_pool is not None:
+                    state.decode_pool.shutdown(wait=False, cancel_futures=True)
+                os._exit(1)
+            self.drain_requested = True
 
         async def on_tick(self, counter: int) -> bool:
+            if self.drain_requested and not state.draining:
+                state.begin_drain()
             if state.drained():
                 self.should_exit = True
             return await super().on_tick(counter)
@@ -97,7 +102,9 @@ def _serve(settings: Settings, state: ServiceState) -> int:
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 1,
+        # The drain already waited for accepted requests (up to drain_timeout_s); whatever is
+        # still running after that gets one more second, then a JSON 503.
+        timeout_graceful_shutdown=1,
         server_header=False,
     )
     server = DrainingServer(config)
@@ -125,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mltag-serve: cannot start:\n{e}", file=sys.stderr)
         return 2
     log.info(
-        "model ready in %.2f s; listening on %s:%d",
+        "model ready in %.2f s; starting the HTTP server on %s:%d",
         time.perf_counter() - t0,
         settings.host,
         settings.port,

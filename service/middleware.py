@@ -5,6 +5,8 @@ BaseHTTPMiddleware) to keep per-request overhead low and streaming bodies intact
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -24,7 +26,14 @@ OPEN_PATHS = frozenset(
     {"/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/docs", "/redoc",
      "/openapi.json"}
 )  # fmt: skip
+# Paths that are their own route template, for requests refused before routing.
+KNOWN_PATHS = OPEN_PATHS | {"/tag", "/labels", "/v2"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _printable(path: str) -> str:
+    """Escape control characters so a crafted URL cannot forge log lines."""
+    return repr(path)[1:-1][:512]
 
 
 def _status_class(status: int) -> str:
@@ -71,12 +80,17 @@ class ServiceMiddleware:
         request_id = given_id if _REQUEST_ID.match(given_id) else uuid.uuid4().hex
         scope.setdefault("state", {}).update(request_id=request_id, start=start)
         status_holder = [500]
+        started = False
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 status_holder[0] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                if state.draining:  # keep-alive clients must not reuse a closing server
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         open_path = path in OPEN_PATHS
@@ -130,6 +144,21 @@ class ServiceMiddleware:
             state.metrics.in_flight.inc()
         try:
             await self.app(scope, receive_limited, send_wrapper)
+        except asyncio.CancelledError:
+            # Cancelled by the server's shutdown after the drain timeout: say so in JSON.
+            if not started:
+                status_holder[0] = 503
+                with contextlib.suppress(Exception):
+                    await self._reply(send, 503, "draining", "the service shut down before this "
+                                      "request finished", request_id, path)  # fmt: skip
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), _printable(path))
+            if not started:  # a JSON 500 with the request id; the connection stays usable
+                status_holder[0] = 500
+                await self._reply(
+                    send, 500, "internal_error", "internal server error", request_id, path
+                )
         finally:
             if tracked:
                 state.in_flight -= 1
@@ -149,13 +178,13 @@ class ServiceMiddleware:
         elapsed = time.monotonic() - start
         route = scope.get("route")
         # Route templates keep the label set small (never one series per URL).
-        endpoint = getattr(route, "path", None) or (path if path in OPEN_PATHS else "other")
+        endpoint = getattr(route, "path", None) or (path if path in KNOWN_PATHS else "other")
         self.state.metrics.request_duration.labels(endpoint, _status_class(status)).observe(elapsed)
         if path not in ("/livez", "/readyz", "/metrics"):
             log.info(
                 "%s %s %d %.1fms",
                 scope.get("method", "?"),
-                path,
+                _printable(path),
                 status,
                 elapsed * 1000,
                 extra={"request_id": request_id, "status": status, "duration_ms": elapsed * 1000},

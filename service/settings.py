@@ -61,7 +61,15 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _gpu_provider(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.require_gpu and self.provider == "cpu":
             raise ValueError("require_gpu is set but provider is 'cpu'")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key is empty; unset it to disable authentication")
+        biggest = max(self.max_images_per_request, self.max_batch_size)
+        if self.max_queue_size < biggest:
+            raise ValueError(
+                f"max_queue_size ({self.max_queue_size}) must be at least max_images_per_request"
+                f" and max_batch_size ({biggest}), or such requests could never be admitted"
+            )
         return self

@@ -1,20 +1,29 @@
-"""Pieces every inference route shares: state access, decoding off the loop, queueing."""
+"""Pieces every inference route shares: state access, admission, the request guard
+(deadline + disconnect), decoding off the loop, queueing."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, Request
 
-from ..inference.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
+from ..inference.batcher import (
+    BatcherClosedError,
+    DeadlineExceededError,
+    QueueFullError,
+    Reservation,
+)
 from ..inference.preprocess import ImageError, preprocess
 from ..state import ServiceState
 from .errors import ApiError
+
+T = TypeVar("T")
 
 
 def get_state(request: Request) -> ServiceState:
@@ -25,6 +34,7 @@ def get_state(request: Request) -> ServiceState:
 def get_ready_state(request: Request) -> ServiceState:
     state = get_state(request)
     if not state.ready or state.draining or state.batcher is None:
+        state.metrics.rejected.labels("not_ready").inc()
         raise ApiError(503, "not_ready", "the model is not ready (loading or shutting down)")
     return state
 
@@ -42,7 +52,98 @@ def request_deadline(request: Request, state: ServiceState, timeout_ms: float | 
     return start + budget
 
 
-def _preprocess_timed(state: ServiceState, data: bytes) -> np.ndarray | ImageError:
+async def _wait_for_disconnect(request: Request) -> None:
+    # The body has been read, so the next ASGI message is the disconnect (if it comes).
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class RequestGuard:
+    """Runs a request's stages against its deadline and its client's connection: when either
+    runs out, the stage is abandoned (its pending work cancelled) and the request ends with
+    504 (or 408 while the body is still arriving) or 499."""
+
+    def __init__(self, request: Request, state: ServiceState, deadline: float) -> None:
+        self.request = request
+        self.state = state
+        self.deadline = deadline
+        self.abandoned = threading.Event()  # seen by decode workers that have not started
+        self._watcher: asyncio.Future[None] | None = None
+
+    async def read_body(self, read: Awaitable[T]) -> T:
+        """Receive the body (or form) under the deadline, then start watching for disconnect."""
+        result = await self.run(read, timeout_status=408)
+        self._watcher = asyncio.ensure_future(_wait_for_disconnect(self.request))
+        return result
+
+    async def run(
+        self,
+        work: Awaitable[T],
+        on_abandon: Callable[[], None] | None = None,
+        timeout_status: int = 504,
+    ) -> T:
+        task: asyncio.Future[T] = asyncio.ensure_future(work)
+        waiters: set[asyncio.Future[Any]] = {task}
+        if self._watcher is not None:
+            waiters.add(self._watcher)
+        remaining = max(0.0, self.deadline - time.monotonic())
+        done, _ = await asyncio.wait(
+            waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            return task.result()
+        self.abandoned.set()
+        task.cancel()
+        task.add_done_callback(_retrieve)  # no "exception was never retrieved" noise
+        if on_abandon is not None:
+            on_abandon()
+        rejected = self.state.metrics.rejected
+        if self._watcher is not None and self._watcher in done:
+            rejected.labels("client_gone").inc()
+            raise ApiError(499, "client_closed_request", "the client went away")
+        rejected.labels("deadline").inc()
+        if timeout_status == 408:
+            raise ApiError(408, "request_timeout", "the request body did not arrive in time")
+        raise ApiError(504, "deadline_exceeded", "the request's deadline passed before it finished")
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
+@contextmanager
+def admitted(state: ServiceState, n: int) -> Iterator[Reservation]:
+    """Reserve room for n images in the queue, or refuse now: 429 (full) / 503 (draining)."""
+    assert state.batcher is not None
+    try:
+        with state.batcher.admit(n) as reservation:
+            yield reservation
+    except QueueFullError as e:
+        state.metrics.rejected.labels("queue_full").inc()
+        raise ApiError(
+            429,
+            "queue_full",
+            f"the server is at capacity ({state.batcher.max_queue_size} images queued or being "
+            f"decoded); retry after {e.retry_after_s} s",
+            headers={"Retry-After": str(e.retry_after_s)},
+        ) from None
+    except BatcherClosedError:
+        state.metrics.rejected.labels("draining").inc()
+        raise ApiError(503, "draining", "the service is shutting down") from None
+
+
+def _preprocess_timed(
+    state: ServiceState, data: bytes, guard: RequestGuard
+) -> np.ndarray | ImageError | None:
+    if guard.abandoned.is_set() or time.monotonic() > guard.deadline:
+        return None  # nobody is waiting for this any more: don't spend a core on it
     assert state.artifact is not None
     t0 = time.perf_counter()
     try:
@@ -56,87 +157,59 @@ def _preprocess_timed(state: ServiceState, data: bytes) -> np.ndarray | ImageErr
 
 
 async def decode_images(
-    state: ServiceState, payloads: list[bytes]
+    state: ServiceState, payloads: list[bytes], guard: RequestGuard
 ) -> list[np.ndarray | ImageError]:
     """Decode + resize every image in the decode pool; per-image errors are returned."""
     loop = asyncio.get_running_loop()
-    jobs = [loop.run_in_executor(state.decode_pool, _preprocess_timed, state, p) for p in payloads]
-    return list(await asyncio.gather(*jobs))
+    jobs = [
+        loop.run_in_executor(state.decode_pool, _preprocess_timed, state, p, guard)
+        for p in payloads
+    ]
+
+    def cancel_pending() -> None:
+        for job in jobs:
+            job.cancel()  # not-yet-started decodes are dropped from the pool's queue
+
+    results = await guard.run(asyncio.gather(*jobs), on_abandon=cancel_pending)
+    if any(r is None for r in results):  # skipped: the deadline passed as they started
+        state.metrics.rejected.labels("deadline").inc()
+        raise ApiError(504, "deadline_exceeded", "the request's deadline passed while decoding")
+    return [r for r in results if r is not None]
 
 
-async def _wait_for_disconnect(request: Request) -> None:
-    # The body has been read, so the next ASGI message is the disconnect (if it comes).
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+async def run_in_pool(state: ServiceState, fn: Callable[..., T], *args: Any) -> T:
+    """CPU work (parsing big JSON, base64) off the event loop, in the decode pool."""
+    return await asyncio.get_running_loop().run_in_executor(state.decode_pool, fn, *args)
 
 
-@contextmanager
-def admitted(state: ServiceState, n: int) -> Iterator[None]:
-    """Reserve room for n images in the queue, or refuse now: 429 (full) / 503 (draining)."""
+async def infer_samples(
+    state: ServiceState, samples: list[np.ndarray], guard: RequestGuard, reservation: Reservation
+) -> list[np.ndarray]:
+    """Queue samples (room reserved by `admitted`) and wait for their probabilities.
+    Abandoned (deadline, disconnect) samples still queued are dropped, not computed."""
+    if not samples:
+        return []
     assert state.batcher is not None
     try:
-        with state.batcher.admit(n):
-            yield
-    except QueueFullError as e:
-        state.metrics.rejected.labels("queue_full").inc()
-        raise ApiError(
-            429,
-            "queue_full",
-            f"the server is at capacity ({state.batcher.max_queue_size} images queued); "
-            f"retry after {e.retry_after_s} s",
-            headers={"Retry-After": str(e.retry_after_s)},
-        ) from None
+        futures = state.batcher.submit(samples, guard.deadline, reservation)
     except BatcherClosedError:
         state.metrics.rejected.labels("draining").inc()
         raise ApiError(503, "draining", "the service is shutting down") from None
 
+    def cancel_queued() -> None:
+        for fut in futures:
+            fut.cancel()
 
-async def infer_samples(
-    request: Request, state: ServiceState, samples: list[np.ndarray], deadline: float
-) -> list[np.ndarray]:
-    """Queue samples for the batcher and wait for their probabilities. Call inside
-    `admitted(state, n)`. 504 when the deadline passes first; if the client goes away, the
-    queued samples are dropped before they are computed.
-    """
-    if not samples:
-        return []
-    assert state.batcher is not None
-    rejected = state.metrics.rejected
-    try:
-        futures = state.batcher.submit(samples, deadline)
-    except BatcherClosedError:
-        rejected.labels("draining").inc()
-        raise ApiError(503, "draining", "the service is shutting down") from None
-    gathered: asyncio.Future[Any] = asyncio.gather(*futures)
-    watcher: asyncio.Future[Any] = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        done, _ = await asyncio.wait(
-            [gathered, watcher],
-            timeout=max(0.0, deadline - time.monotonic()),
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-    finally:
-        watcher.cancel()
-    if gathered in done:
-        try:
-            return list(gathered.result())
-        except DeadlineExceededError:
-            rejected.labels("deadline").inc()
-            raise ApiError(
-                504, "deadline_exceeded", "the request's deadline passed while queued"
-            ) from None
-        except Exception as e:
-            raise ApiError(500, "inference_failed", f"model inference failed: {e}") from e
-    for fut in futures:  # still queued ones are skipped by the batcher
-        fut.cancel()
-    gathered.cancel()
-    if watcher in done:
-        rejected.labels("client_gone").inc()
-        raise ApiError(499, "client_closed_request", "the client went away")
-    rejected.labels("deadline").inc()
-    raise ApiError(504, "deadline_exceeded", "the request's deadline passed before it was computed")
+    results = await guard.run(
+        asyncio.gather(*futures, return_exceptions=True), on_abandon=cancel_queued
+    )
+    for r in results:
+        if isinstance(r, DeadlineExceededError):
+            state.metrics.rejected.labels("deadline").inc()
+            raise ApiError(504, "deadline_exceeded", "the request's deadline passed while queued")
+        if isinstance(r, BaseException):
+            raise ApiError(500, "inference_failed", f"model inference failed: {r}") from r
+    return [r for r in results if isinstance(r, np.ndarray)]
 
 
 def image_error(e: ImageError) -> ApiError:

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("mltag.api")
 
@@ -70,25 +71,40 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _count_rejection(request: Request, status: int, code: str) -> None:
+    """Client errors in the rejection counter (429/499/503/504 are counted where they arise)."""
+    reason = {400: "bad_request", 413: "too_large", 415: "bad_request", 422: "bad_request"}.get(
+        status
+    )
+    if reason is not None:
+        request.app.state.mltag.metrics.rejected.labels(reason).inc()
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """Anything not handled here reaches ServiceMiddleware, which answers a JSON 500."""
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        _count_rejection(request, exc.status, exc.code)
         return error_response(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(BodyTooLargeError)
     async def _too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
         return error_response(request, 413, "payload_too_large", str(exc))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        log.info("client went away during the upload of %s", request.url.path)
+        request.app.state.mltag.metrics.rejected.labels("client_gone").inc()
+        return error_response(request, 499, "client_closed_request", "the client went away")
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        _count_rejection(request, 422, "invalid_request")
         return error_response(request, 422, "invalid_request", _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
+        _count_rejection(request, exc.status_code, code)
         return error_response(request, exc.status_code, code, str(exc.detail), exc.headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(request, 500, "internal_error", "internal server error")

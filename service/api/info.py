@@ -13,11 +13,13 @@ from .schemas import LabelInfo, LabelsResponse, ModelInfo
 router = APIRouter()
 
 
+@router.head("/livez", include_in_schema=False)
 @router.get("/livez", tags=["health"], summary="The process is up (does not look at the model)")
 async def livez() -> dict[str, str]:
     return {"status": "alive"}
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get(
     "/readyz", tags=["health"], summary="Model loaded and warmed, and not draining (else 503)"
 )

@@ -16,7 +16,15 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..state import ServiceState
-from .common import ReadyStateDep, StateDep, admitted, infer_samples, request_deadline
+from .common import (
+    ReadyStateDep,
+    RequestGuard,
+    StateDep,
+    admitted,
+    infer_samples,
+    request_deadline,
+    run_in_pool,
+)
 from .errors import ApiError
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
@@ -90,20 +98,27 @@ async def model_metadata_version(name: str, version: str, state: ReadyStateDep) 
 
 @router.get("/models/{name}/ready", summary="Model ready (503 while loading or draining)")
 async def model_ready(name: str, state: StateDep) -> JSONResponse:
+    return _model_ready(state, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model ready (versioned)")
+async def model_ready_version(name: str, version: str, state: StateDep) -> JSONResponse:
+    return _model_ready(state, name, version)
+
+
+def _model_ready(state: ServiceState, name: str, version: str | None) -> JSONResponse:
     if state.artifact is not None:
-        _check_model(state, name)
+        _check_model(state, name, version)
     ready = state.ready and not state.draining
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
-def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
-    header_len = request.headers.get(_HEADER_LENGTH.lower())
+def _split_body(header_len: str | None, body: bytes) -> tuple[dict[str, Any], bytes]:
     if header_len is not None:
-        try:
-            n = int(header_len)
-        except ValueError:
-            raise ApiError(400, "bad_request", f"{_HEADER_LENGTH} must be an integer") from None
-        if not 0 <= n <= len(body):
+        if not header_len.isdigit():
+            raise ApiError(400, "bad_request", f"{_HEADER_LENGTH} must be a non-negative integer")
+        n = int(header_len)
+        if n > len(body):
             raise ApiError(400, "bad_request", f"{_HEADER_LENGTH} {n} exceeds the body size")
         head, binary = body[:n], body[n:]
     else:
@@ -115,6 +130,10 @@ def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_json", "the inference request must be a JSON object")
     return doc, binary
+
+
+def _flag(value: object) -> bool:
+    return value is True  # JSON booleans only: "false" is not true
 
 
 def _input_tensor(state: ServiceState, doc: dict[str, Any], binary: bytes) -> np.ndarray:
@@ -141,7 +160,7 @@ def _input_tensor(state: ServiceState, doc: dict[str, Any], binary: bytes) -> np
     if (
         not isinstance(shape, list)
         or len(shape) != 1 + len(sample)
-        or not all(isinstance(d, int) for d in shape)
+        or not all(type(d) is int for d in shape)  # bool is an int subclass: refuse it
         or shape[1:] != sample
         or shape[0] < 1
     ):
@@ -157,51 +176,80 @@ def _input_tensor(state: ServiceState, doc: dict[str, Any], binary: bytes) -> np
     count = int(np.prod(shape))
     params = spec.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
-    try:
-        if size is not None:
-            if len(binary) != size:  # one input, so its blob is the whole binary part
-                raise ApiError(
-                    400, "bad_request", f"binary_data_size {size} but {len(binary)} bytes follow"
-                )
-            arr = np.frombuffer(binary, dtype=dtype)
-        else:
-            arr = np.asarray(spec.get("data"), dtype=dtype).reshape(-1)
-    except (TypeError, ValueError) as e:
-        raise ApiError(400, "bad_request", f"input data does not match {want_type}: {e}") from None
-    if arr.size != count:
-        raise ApiError(
-            400, "bad_request", f"input has {arr.size} values; shape {shape} needs {count}"
-        )
+    if size is not None:
+        if type(size) is not int or len(binary) != size:
+            raise ApiError(
+                400,
+                "bad_request",
+                f"binary_data_size {size!r} does not match the {len(binary)} bytes that follow",
+            )
+        if size != count * dtype.itemsize:
+            raise ApiError(
+                400, "bad_request", f"{size} bytes of {want_type}; shape {shape} needs {count}"
+            )
+        arr = np.frombuffer(binary, dtype=dtype)
+    else:
+        try:
+            values = np.asarray(spec.get("data"), dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ApiError(
+                400, "bad_request", f"input data is not a list of numbers ({want_type}): {e}"
+            ) from None
+        if values.size != count:
+            raise ApiError(
+                400, "bad_request", f"input has {values.size} values; shape {shape} needs {count}"
+            )
+        if dtype == np.uint8 and not (
+            np.all((values >= 0) & (values <= 255)) and np.all(values == np.round(values))
+        ):
+            raise ApiError(400, "bad_request", "UINT8 input values must be integers in 0..255")
+        arr = values.astype(dtype)
+    if dtype != np.uint8 and not np.all(np.isfinite(arr)):
+        raise ApiError(400, "bad_request", "input contains NaN or infinite values")
     return arr.reshape(shape)
 
 
 def _wants_binary(doc: dict[str, Any], output_name: str) -> bool:
     params = doc.get("parameters") or {}
-    default = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+    default = _flag(params.get("binary_data_output")) if isinstance(params, dict) else False
     for out in doc.get("outputs") or []:
         if isinstance(out, dict) and out.get("name") == output_name:
             p = out.get("parameters") or {}
-            return bool(p.get("binary_data", default)) if isinstance(p, dict) else default
+            if isinstance(p, dict) and "binary_data" in p:
+                return _flag(p["binary_data"])
     return default
+
+
+def _parse_request(
+    state: ServiceState, header_len: str | None, body: bytes
+) -> tuple[dict[str, Any], np.ndarray]:
+    """JSON + tensor decoding (CPU work for big JSON tensors: runs in the pool)."""
+    assert state.artifact is not None
+    doc, binary = _split_body(header_len, body)
+    output_name = state.artifact.manifest.onnx.output_name
+    for requested in doc.get("outputs") or []:
+        if not isinstance(requested, dict) or requested.get("name") != output_name:
+            raise ApiError(
+                400, "bad_request", f"unknown output requested; this model has {output_name!r}"
+            )
+    return doc, _input_tensor(state, doc, binary)
 
 
 async def _infer(request: Request, state: ServiceState) -> Response:
     assert state.artifact is not None
     m = state.artifact.manifest
-    doc, binary = _split_body(request, await request.body())
-    outputs = doc.get("outputs") or []
-    for requested in outputs:
-        if not isinstance(requested, dict) or requested.get("name") != m.onnx.output_name:
-            raise ApiError(
-                400,
-                "bad_request",
-                f"unknown output requested; this model has {m.onnx.output_name!r}",
-            )
-    batch = _input_tensor(state, doc, binary)
-    deadline = request_deadline(request, state, None)
-    with admitted(state, len(batch)):
-        rows = await infer_samples(request, state, list(batch), deadline)
+    guard = RequestGuard(request, state, request_deadline(request, state, None))
+    try:
+        body = await guard.read_body(request.body())
+        header_len = request.headers.get(_HEADER_LENGTH.lower())
+        doc, batch = await run_in_pool(state, _parse_request, state, header_len, body)
+        with admitted(state, len(batch)) as reservation:
+            rows = await infer_samples(state, list(batch), guard, reservation)
+    finally:
+        guard.close()
     probs = np.stack(rows).astype(np.float32)
+    if not np.all(np.isfinite(probs)):
+        raise ApiError(500, "model_error", "the model returned non-finite scores")
     state.metrics.images.labels("ok").inc(len(rows))
     out: dict[str, Any] = {
         "name": m.onnx.output_name,

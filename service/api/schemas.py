@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,16 +19,20 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
 
 
-class TagOptions(BaseModel):
-    """Options of POST /tag, from the query string or the JSON body."""
+Threshold = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
-    model_config = ConfigDict(extra="forbid")
+
+class TagOptions(BaseModel):
+    """Options of POST /tag, from the query string or the JSON body. Strict: `true` is not 1
+    and "0.3" is not 0.3."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     top_k: int | None = Field(None, ge=1, le=10_000, description="Return at most k tags.")
     min_score: float | None = Field(
         None, ge=0.0, le=1.0, description="One threshold for every label (overrides calibration)."
     )
-    thresholds: dict[str, float] | None = Field(
+    thresholds: dict[str, Threshold] | None = Field(
         None, description='Per-label threshold overrides, e.g. {"dog": 0.3}.'
     )
     all_scores: bool = Field(False, description="Also return every label's score.")
@@ -38,7 +42,7 @@ class TagOptions(BaseModel):
 
 
 class ImageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     b64: str = Field(description="The image file, base64-encoded (standard alphabet).")
     filename: str | None = None

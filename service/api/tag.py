@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,13 @@ from ..inference.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
 from ..state import ServiceState
 from .common import (
     ReadyStateDep,
+    RequestGuard,
     admitted,
     decode_images,
     image_error,
     infer_samples,
     request_deadline,
+    run_in_pool,
 )
 from .errors import ApiError
 from .schemas import ErrorResponse, TagJsonRequest, TagOptions, TagResponse
@@ -39,7 +42,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _parse_thresholds(raw: str | None) -> dict[str, float] | None:
+def _options(**values: Any) -> TagOptions:
+    """Validate options strictly (no bool-as-number, no numeric strings) -> 422 naming the field."""
+    try:
+        return TagOptions.model_validate(values)
+    except ValidationError as e:
+        raise ApiError(422, "invalid_request", _first_error(e)) from None
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else str(err["msg"])
+
+
+def _parse_thresholds(raw: str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
@@ -53,52 +70,78 @@ def _parse_thresholds(raw: str | None) -> dict[str, float] | None:
     return value
 
 
-def _validate_options(state: ServiceState, options: TagOptions) -> None:
+def _check_labels(state: ServiceState, options: TagOptions) -> None:
     if not options.thresholds:
         return
     unknown = [label for label in options.thresholds if label not in state.label_index]
     if unknown:
+        shown = ", ".join(repr(u[:64]) for u in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise ApiError(
             422,
             "unknown_label",
-            f"unknown label(s) in thresholds: {', '.join(map(repr, unknown))}; "
-            "GET /labels lists the model's labels",
+            f"unknown label(s) in thresholds: {shown}{more}; GET /labels lists the model's labels",
         )
-    for label, value in options.thresholds.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ApiError(
-                422, "invalid_request", f"threshold for {label!r} must be a number in [0, 1]"
-            )
 
 
 async def _read_multipart(
-    request: Request, state: ServiceState
+    request: Request, state: ServiceState, guard: RequestGuard
 ) -> tuple[list[bytes], list[str | None]]:
-    limit = state.settings.max_images_per_request
-    form = await request.form(
-        max_files=limit + 1, max_fields=100, max_part_size=state.settings.max_body_bytes
+    # Generous part limits; the image count is checked by us (422 too_many_images), the
+    # total size by the body limit.
+    form = await guard.read_body(
+        request.form(max_files=1000, max_fields=1000, max_part_size=state.settings.max_body_bytes)
     )
-    parts = form.getlist("image")
-    if not parts:
-        raise ApiError(
-            400, "no_image", "no image found: send each file in a multipart field named 'image'"
-        )
-    payloads: list[bytes] = []
-    names: list[str | None] = []
-    for part in parts:
-        if not isinstance(part, UploadFile):
-            raise ApiError(400, "no_image", "the 'image' field must be a file upload, not text")
-        payloads.append(await part.read())
-        names.append(part.filename)
-    await form.close()
-    return payloads, names
+    try:
+        parts = form.getlist("image")
+        if not parts:
+            raise ApiError(
+                400, "no_image", "no image found: send each file in a multipart field named 'image'"
+            )
+        payloads: list[bytes] = []
+        names: list[str | None] = []
+        for part in parts:
+            if not isinstance(part, UploadFile):
+                raise ApiError(400, "no_image", "the 'image' field must be a file upload, not text")
+            payloads.append(await part.read())
+            names.append(part.filename)
+        return payloads, names
+    finally:
+        await form.close()
+
+
+_DATA_URI = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(rb"\s+")
 
 
 def _decode_b64(text: str, index: int) -> bytes:
+    """Standard base64; a `data:...;base64,` prefix and line breaks are tolerated."""
+    raw = _WHITESPACE.sub(b"", _DATA_URI.sub("", text, count=1).encode("ascii", "replace"))
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, "invalid_base64", f"images[{index}].b64 is not valid base64") from None
+        raise ApiError(
+            400,
+            "invalid_base64",
+            f"images[{index}].b64 is not valid base64 (standard alphabet, '=' padding)",
+        ) from None
+
+
+def _parse_json_request(body: bytes) -> tuple[TagJsonRequest, list[bytes]]:
+    """Validate the JSON request and decode its images (CPU work: run in the pool)."""
+    try:
+        parsed = TagJsonRequest.model_validate_json(body)
+    except ValidationError as e:
+        if e.errors()[0]["type"] == "json_invalid":
+            raise ApiError(400, "invalid_json", f"malformed JSON: {e.errors()[0]['msg']}") from None
+        raise ApiError(422, "invalid_request", _first_error(e)) from None
+    return parsed, [_decode_b64(img.b64, i) for i, img in enumerate(parsed.images)]
+
+
+def _header_text(request: Request, name: str) -> str | None:
+    value = request.headers.get(name)
+    # Starlette decodes headers as latin-1; clients send UTF-8 file names.
+    return value.encode("latin-1").decode("utf-8", "replace") if value is not None else None
 
 
 def _inline_schema(model: type[TagJsonRequest]) -> dict[str, Any]:
@@ -163,34 +206,43 @@ async def tag(
     all_scores: bool = Query(False, description="Also return every label's score."),
     timeout_ms: float | None = Query(None, gt=0, description="Shorten the server deadline."),
 ) -> JSONResponse:
-    options = TagOptions(
+    options = _options(
         top_k=top_k,
         min_score=min_score,
         thresholds=_parse_thresholds(thresholds),
         all_scores=all_scores,
         timeout_ms=timeout_ms,
     )
+    guard = RequestGuard(request, state, request_deadline(request, state, options.timeout_ms))
+    try:
+        return await _tag(request, state, options, guard)
+    finally:
+        guard.close()
+
+
+async def _tag(
+    request: Request, state: ServiceState, options: TagOptions, guard: RequestGuard
+) -> JSONResponse:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        payloads, names = await _read_multipart(request, state)
+        payloads, names = await _read_multipart(request, state, guard)
     elif ctype.startswith("image/") or ctype == "application/octet-stream":
-        payloads, names = [await request.body()], [request.headers.get("x-filename")]
+        payloads, names = (
+            [await guard.read_body(request.body())],
+            [_header_text(request, "x-filename")],
+        )
     elif ctype == "application/json":
-        body = await request.body()
+        body = await guard.read_body(request.body())
         if not body:
             raise ApiError(400, "empty_body", "the request body is empty")
-        try:
-            parsed = TagJsonRequest.model_validate_json(body)
-        except ValidationError as e:
-            first = e.errors()[0]
-            if first["type"] == "json_invalid":
-                raise ApiError(400, "invalid_json", f"malformed JSON: {first['msg']}") from None
-            loc = ".".join(str(p) for p in first["loc"])
-            raise ApiError(422, "invalid_request", f"{loc}: {first['msg']}") from None
-        payloads = [_decode_b64(img.b64, i) for i, img in enumerate(parsed.images)]
+        parsed, payloads = await run_in_pool(state, _parse_json_request, body)
         names = [img.filename for img in parsed.images]
         given = parsed.model_dump(exclude={"images"}, exclude_unset=True)
         options = options.model_copy(update=given)
+        if "timeout_ms" in given:
+            guard.deadline = min(
+                guard.deadline, request_deadline(request, state, options.timeout_ms)
+            )
     elif not ctype:
         raise ApiError(
             415, "unsupported_media_type", f"missing Content-Type; send {_CONTENT_TYPES}"
@@ -201,26 +253,23 @@ async def tag(
             "unsupported_media_type",
             f"unsupported Content-Type {ctype!r}; send {_CONTENT_TYPES}",
         )
-    if len(payloads) > state.settings.max_images_per_request:
+    limit = state.settings.max_images_per_request
+    if len(payloads) > limit:
         raise ApiError(
-            422,
-            "too_many_images",
-            f"{len(payloads)} images in one request; the limit is "
-            f"{state.settings.max_images_per_request}",
+            422, "too_many_images", f"{len(payloads)} images in one request; the limit is {limit}"
         )
     if len(payloads) == 1 and not payloads[0]:
         raise ApiError(400, "empty_body", "the image is empty (0 bytes)")
-    _validate_options(state, options)
-    deadline = request_deadline(request, state, options.timeout_ms)
+    _check_labels(state, options)
 
-    with admitted(state, len(payloads)):  # 429 before decoding, not after
-        decoded = await decode_images(state, payloads)
+    with admitted(state, len(payloads)) as reservation:  # 429 before decoding, not after
+        decoded = await decode_images(state, payloads, guard)
         if len(decoded) == 1 and isinstance(decoded[0], ImageError):
             state.metrics.images.labels("error").inc()
             raise image_error(decoded[0])  # a single bad image is the request's own error
         ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
-        samples: list[np.ndarray] = [decoded[i] for i in ok]  # type: ignore[misc]
-        probs = await infer_samples(request, state, samples, deadline)
+        samples = [d for d in decoded if not isinstance(d, ImageError)]
+        probs = await infer_samples(state, samples, guard, reservation)
     by_index = dict(zip(ok, probs, strict=True))
 
     assert state.artifact is not None
@@ -228,19 +277,25 @@ async def tag(
     labels = manifest.labels
     thr = effective_thresholds(labels, state.calibrated, options.min_score, options.thresholds)
     results: list[dict[str, Any]] = []
+    n_err = 0
     for i, item in enumerate(decoded):
         result: dict[str, Any] = {"index": i, "filename": names[i], "tags": [], "error": None}
+        p = by_index.get(i)
         if isinstance(item, ImageError):
             result["error"] = {"code": item.code, "message": str(item)}
+        elif p is None or not np.all(np.isfinite(p)):
+            result["error"] = {
+                "code": "model_error",
+                "message": "the model returned no valid score",
+            }
         else:
-            p = by_index[i]
             tags = select_tags(p, labels, thr, options.top_k)
             result["tags"] = [{"label": lab, "score": score} for lab, score in tags]
             if options.all_scores:
                 result["scores"] = dict(zip(labels, map(float, p), strict=True))
+        n_err += result["error"] is not None
         results.append(result)
-    n_err = len(decoded) - len(ok)
-    state.metrics.images.labels("ok").inc(len(ok))
+    state.metrics.images.labels("ok").inc(len(decoded) - n_err)
     if n_err:
         state.metrics.images.labels("error").inc(n_err)
     return JSONResponse(

@@ -41,6 +41,13 @@ class BatcherClosedError(Exception):
 
 
 @dataclass(slots=True)
+class Reservation:
+    """Queue room held for a request's images between admission and submission."""
+
+    remaining: int
+
+
+@dataclass(slots=True)
 class _Item:
     sample: np.ndarray
     future: asyncio.Future[np.ndarray]
@@ -68,7 +75,7 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mltag-model")
         self._busy = False
-        self._admitted = 0  # images admitted but not yet queued (still being decoded)
+        self._reserved = 0  # room held for admitted images not yet queued (being decoded)
         self._batch_time_ewma = 0.0  # seconds per batch, for Retry-After
 
     @property
@@ -77,34 +84,58 @@ class DynamicBatcher:
 
     @property
     def idle(self) -> bool:
-        return not self._queue and not self._busy and self._admitted == 0
+        return not self._queue and not self._busy and self._reserved == 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="mltag-batcher")
 
+    def on_crash(self, callback: Callable[[], None]) -> None:
+        """Call `callback` if the consumer task ever dies of an exception (a bug)."""
+
+        def check(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("the batcher stopped", exc_info=task.exception())
+                callback()
+
+        assert self._task is not None
+        self._task.add_done_callback(check)
+
     @contextmanager
-    def admit(self, n: int) -> Iterator[None]:
+    def admit(self, n: int) -> Iterator[Reservation]:
         """Reserve queue room for n images before the costly decode, so overload is refused
-        at once (429) instead of piling up unbounded in the decode pool."""
-        self._check_room(self._admitted + n)
-        self._admitted += n
+        at once (429) instead of piling up unbounded in the decode pool. Room not used by
+        `submit(..., reservation)` is released on exit."""
+        self._check_room(n)
+        reservation = Reservation(n)
+        self._reserved += n
         try:
-            yield
+            yield reservation
         finally:
-            self._admitted -= n
+            self._reserved -= reservation.remaining
 
     def _check_room(self, n: int) -> None:
         if self._closing:
             raise BatcherClosedError("the service is shutting down")
-        if len(self._queue) + n > self.max_queue_size:
+        if len(self._queue) + self._reserved + n > self.max_queue_size:
             raise QueueFullError(self._retry_after())
 
     def submit(
-        self, samples: Sequence[np.ndarray], deadline: float
+        self,
+        samples: Sequence[np.ndarray],
+        deadline: float,
+        reservation: Reservation | None = None,
     ) -> list[asyncio.Future[np.ndarray]]:
         """Queue all samples or none (QueueFullError). `deadline` is on time.monotonic().
-        Inside `admit(n)` the room is already reserved."""
-        self._check_room(len(samples))
+        With a reservation from `admit`, the room is already held and moves to the queue."""
+        if reservation is not None:
+            if len(samples) > reservation.remaining:
+                raise ValueError("more samples than the reservation holds")
+            if self._closing:
+                raise BatcherClosedError("the service is shutting down")
+            reservation.remaining -= len(samples)
+            self._reserved -= len(samples)
+        else:
+            self._check_room(len(samples))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures: list[asyncio.Future[np.ndarray]] = []
@@ -125,7 +156,7 @@ class DynamicBatcher:
         self._executor.shutdown(wait=True)
 
     def _retry_after(self) -> int:
-        batches = math.ceil(len(self._queue) / self.max_batch_size)
+        batches = math.ceil((len(self._queue) + self._reserved) / self.max_batch_size)
         return max(1, math.ceil(batches * self._batch_time_ewma))
 
     def _set_depth(self) -> None:
@@ -133,8 +164,11 @@ class DynamicBatcher:
             self._metrics.queue_depth.set(len(self._queue))
 
     async def _wait_for_fuller_batch(self) -> None:
-        flush_at = self._queue[0].enqueued + self.max_delay_s
         while len(self._queue) < self.max_batch_size and not self._closing:
+            # Never wait past the point where the most urgent image would miss its deadline.
+            margin = max(1.5 * self._batch_time_ewma, 0.01)  # time to run and answer
+            urgent = min(item.deadline for item in self._queue) - margin
+            flush_at = min(self._queue[0].enqueued + self.max_delay_s, urgent)
             remaining = flush_at - time.monotonic()
             if remaining <= 0:
                 return

@@ -99,7 +99,7 @@ def decode(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None = No
             side = max(draft_size)
             im.draft("RGB", (side, side))
         im.load()
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # no full-size copy when unrotated
         return _to_rgb(im)
     except ImageError:
         raise

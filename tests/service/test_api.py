@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -341,22 +346,82 @@ def _sample(text: str, name: str) -> float:
     raise AssertionError(f"{name} not found")
 
 
+@contextmanager
+def model_on_hold(client: TestClient) -> Iterator[threading.Event]:
+    """Hold the real model's runs until the event is set (to fill the queue on purpose)."""
+    batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+    gate = threading.Event()
+    real_run = batcher._run_batch
+
+    def held(batch: Any) -> Any:
+        gate.wait(30)
+        return real_run(batch)
+
+    batcher._run_batch = held
+    try:
+        yield gate
+    finally:
+        gate.set()
+        batcher._run_batch = real_run
+
+
+def _post_red(client: TestClient, n: int = 1, **params: Any) -> Any:
+    files = [("image", (f"{i}.png", solid(RED), "image/png")) for i in range(n)]
+    return client.post("/tag", files=files, params=params)
+
+
+def _wait_for(predicate: Any, timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition never became true"
+        time.sleep(0.01)
+
+
 def test_queue_full_is_429_with_retry_after(make_client: ClientFactory) -> None:
-    with make_client(max_queue_size=2) as client:
-        files = [("image", ("a.png", solid(RED), "image/png"))] * 3
-        r = client.post("/tag", files=files)
+    settings = {"max_queue_size": 4, "max_images_per_request": 4, "max_batch_size": 1}
+    with make_client(**settings) as client, model_on_hold(client) as gate:
+        batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(2) as pool:
+            running = pool.submit(_post_red, client)  # in the (held) model
+            _wait_for(lambda: batcher._busy)
+            queued = pool.submit(_post_red, client, 4)  # fills the queue exactly
+            _wait_for(lambda: batcher.queue_depth == 4)
+            t0 = time.monotonic()
+            r = _post_red(client)
+            refused_in = time.monotonic() - t0
+            gate.set()
+            assert running.result().status_code == 200
+            assert queued.result().status_code == 200
         assert r.status_code == 429
         assert int(r.headers["retry-after"]) >= 1
         assert r.json()["error"]["code"] == "queue_full"
+        assert refused_in < 0.5  # refused at once, not after waiting
 
 
 def test_deadline_passes_while_queued_is_504(make_client: ClientFactory) -> None:
-    with make_client(max_delay_ms=500, max_batch_size=8) as client:
-        r = client.post("/tag", params={"timeout_ms": 50}, content=solid(RED),
-                        headers={"content-type": "image/png"})  # fmt: skip
+    with make_client(max_batch_size=1) as client, model_on_hold(client) as gate:
+        batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(_post_red, client)
+            _wait_for(lambda: batcher._busy)
+            t0 = time.monotonic()
+            r = _post_red(client, timeout_ms=200)
+            waited = time.monotonic() - t0
+            gate.set()
+            assert running.result().status_code == 200
         assert r.status_code == 504
         assert r.json()["error"]["code"] == "deadline_exceeded"
+        assert 0.15 < waited < 2
         assert 'reason="deadline"} 1.0' in client.get("/metrics").text
+
+
+def test_short_deadline_beats_batching_delay(make_client: ClientFactory) -> None:
+    # The batcher flushes early rather than let a waiting image miss its deadline.
+    with make_client(max_delay_ms=2000, max_batch_size=8) as client:
+        t0 = time.monotonic()
+        r = _post_red(client, timeout_ms=300)
+        assert r.status_code == 200
+        assert time.monotonic() - t0 < 1.5
 
 
 def test_api_key(make_client: ClientFactory) -> None:
@@ -435,3 +500,48 @@ def test_openapi_describes_the_real_api(client: TestClient) -> None:
     assert "$ref" not in json.dumps(body)  # inlined: resolvable by any OpenAPI tool
     params = {p["name"] for p in spec["paths"]["/tag"]["post"]["parameters"]}
     assert params == {"top_k", "min_score", "thresholds", "all_scores", "timeout_ms"}
+
+
+def test_base64_data_uri_and_line_breaks_accepted(client: TestClient) -> None:
+    wrapped = base64.encodebytes(solid(GREEN)).decode()  # with newlines every 76 chars
+    payload = {"images": [{"b64": "data:image/png;base64," + wrapped}]}
+    r = client.post("/tag", json=payload)
+    assert r.status_code == 200, r.text
+    assert tags_of(r.json()["results"][0]) == ["green"]
+
+
+def test_refusals_carry_cors_headers(make_client: ClientFactory) -> None:
+    with make_client(cors_origins=["https://app.example"], api_key="k") as client:
+        r = client.get("/labels", headers={"origin": "https://app.example"})
+        assert r.status_code == 401
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_head_probes(client: TestClient) -> None:
+    assert client.head("/livez").status_code == 200
+    assert client.head("/readyz").status_code == 200
+
+
+def test_utf8_filename_header(client: TestClient) -> None:
+    name = "café.png"
+    headers = [(b"content-type", b"image/png"), (b"x-filename", name.encode())]  # raw UTF-8
+    r = client.post("/tag", content=solid(RED), headers=headers)
+    assert r.json()["results"][0]["filename"] == name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"max_queue_size": 2}, "max_queue_size (2) must be at least"),
+        ({"api_key": ""}, "api_key is empty"),
+    ],
+)
+def test_inconsistent_settings_rejected(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings(**overrides)
+
+
+def test_log_lines_cannot_be_forged() -> None:
+    from service.middleware import _printable
+
+    assert _printable("/x\n2026 ERROR forged") == "/x\\n2026 ERROR forged"

@@ -230,19 +230,24 @@ def test_metrics_record_batches() -> None:
 
 def test_admission_reserves_room_before_decoding() -> None:
     model = RecordingModel()
+    model.gate.clear()
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, max_queue_size=3)
+        b = DynamicBatcher(model, max_batch_size=1, max_delay_s=0, max_queue_size=4)
         b.start()
-        with b.admit(2):  # two images being decoded
+        running = b.submit([sample(0)], far())
+        await asyncio.sleep(0.05)  # in the (held) model: no longer counts against the queue
+        with b.admit(3) as reservation:  # three images being decoded
             with pytest.raises(QueueFullError), b.admit(2):
-                pass  # 2 admitted + 2 > 3: refused before any decoding
-            with b.admit(1):
-                pass  # fits exactly
-            futs = b.submit([sample(1), sample(2)], far())
-        assert not b.idle or all(f.done() for f in futs)
-        await asyncio.gather(*futs)
-        with b.admit(3):  # room is released once queued images run
+                pass  # 3 reserved + 2 > 4: refused before any decoding
+            futs = b.submit([sample(1), sample(2)], far(), reservation)  # 1 image failed decoding
+            assert b.queue_depth == 2
+        # queued images are counted once: 2 queued + 2 more fit exactly
+        with b.admit(2), pytest.raises(QueueFullError), b.admit(1):
+            pass
+        model.gate.set()
+        await asyncio.gather(*running, *futs)
+        with b.admit(4):  # all room is back once the queue has run
             pass
         await b.stop()
 

@@ -104,3 +104,77 @@ def test_client_gone_is_not_computed_and_logs_are_json(
     access = [r for r in records if r["logger"] == "mltag.access"]
     assert any(r.get("request_id") == "gone-1" for r in access)
     assert {"time", "level", "message"} <= set(access[0])
+
+
+def _slow_server_env(artifact: Artifact, drain_timeout: str) -> dict[str, str]:
+    # A 5 s batching delay keeps accepted requests in flight (their deadline is 30 s away).
+    return {
+        "MLTAG_ARTIFACT_DIR": str(artifact.directory),
+        "MLTAG_MAX_BATCH_SIZE": "64",
+        "MLTAG_MAX_DELAY_MS": "5000",
+        "MLTAG_DRAIN_TIMEOUT_S": drain_timeout,
+    }
+
+
+def test_drain_timeout_bounds_shutdown_and_answers_json(
+    demo_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = _slow_server_env(demo_artifact, "1")
+    with live_server(env=env, log_dir=tmp_path_factory.mktemp("logs")) as server:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                httpx.post, server.url + "/tag", content=solid(RED),
+                headers={"content-type": "image/png"}, timeout=30,
+            )  # fmt: skip
+            deadline = time.monotonic() + 10
+            while _in_flight(server.url) < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            t0 = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(10) == 0
+            stopped_in = time.monotonic() - t0
+            r = pending.result()
+        assert stopped_in < 3.5  # 1 s drain + 1 s grace, not drain + uvicorn's own wait
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "draining"
+
+
+def test_second_signal_exits_at_once(
+    demo_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = _slow_server_env(demo_artifact, "60")
+    logs = tmp_path_factory.mktemp("logs")
+    with live_server(env=env, log_dir=logs) as server, ThreadPoolExecutor(1) as pool:
+        pool.submit(
+            httpx.post, server.url + "/tag", content=solid(RED),
+            headers={"content-type": "image/png"}, timeout=30,
+        )  # fmt: skip
+        while _in_flight(server.url) < 1:
+            time.sleep(0.01)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert server.process.poll() is None  # draining, waiting for the request
+        t0 = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(5) == 1
+        assert time.monotonic() - t0 < 1.0
+
+
+def test_disconnect_mid_upload_is_not_a_server_error(
+    demo_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = {"MLTAG_ARTIFACT_DIR": str(demo_artifact.directory)}
+    with live_server(env=env, log_dir=tmp_path_factory.mktemp("logs")) as server:
+        head = (
+            b"POST /tag HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 100000\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(head + solid(RED)[:100])
+            time.sleep(0.2)
+        time.sleep(0.3)
+        text = httpx.get(server.url + "/metrics").text
+        assert 'status_class="5xx"' not in text
+        assert 'mltag_requests_rejected_total{reason="client_gone"} 1.0' in text
+        assert "Traceback" not in server.log()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -101,3 +103,61 @@ def test_kserve_json_by_hand(server: LiveServer) -> None:
 def test_metrics_count_kserve_batches(server: LiveServer, tmp_path: Path) -> None:
     text = httpx.get(f"{server.url}/metrics").text
     assert 'endpoint="/v2/models/{name}/infer"' in text
+
+
+def test_versioned_model_ready(client: triton.InferenceServerClient) -> None:
+    assert client.is_model_ready("colour-demo", model_version="1.0.0")
+    assert not client.is_model_ready("colour-demo", model_version="9.9.9")
+
+
+def _json_infer(server: LiveServer, data: object, shape: object = None, **extra: object) -> Any:
+    spec = {"name": "image", "shape": shape or [1, 64, 64, 3], "datatype": "UINT8", "data": data}
+    body = json.dumps({"inputs": [spec], **extra})  # allows Infinity/NaN, as clients may send
+    return httpx.post(f"{server.url}/v2/models/colour-demo/infer", content=body)
+
+
+@pytest.mark.parametrize(
+    ("data", "shape", "message"),
+    [
+        ([300] * 12288, None, "integers in 0..255"),
+        ([-1] * 12288, None, "integers in 0..255"),
+        ([1.5] * 12288, None, "integers in 0..255"),
+        ([float("inf")] * 12288, None, "integers in 0..255"),
+        ([10**400] * 12288, None, "not a list of numbers"),
+        ([1] * 12288, [True, 64, 64, 3], "expected [batch, 64, 64, 3]"),
+        ([[1, 2], [3]], None, "not a list of numbers"),
+        ([1] * 10, None, "needs 12288"),
+    ],
+    ids=["300", "-1", "1.5", "1e400", "huge int", "bool dim", "ragged", "short"],
+)
+def test_bad_tensors_are_400_not_500(
+    server: LiveServer, data: object, shape: object, message: str
+) -> None:
+    r = _json_infer(server, data, shape)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+
+
+def test_binary_output_flag_must_be_a_boolean(server: LiveServer) -> None:
+    r = _json_infer(server, [0] * 12288, parameters={"binary_data_output": "false"})
+    assert r.status_code == 200
+    assert "data" in r.json()["outputs"][0]  # "false" is not true: JSON output
+
+
+def test_float_model_rejects_nan(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from model_training.demo import write_demo_artifact
+    from service.app import create_app
+    from service.settings import Settings
+
+    art = write_demo_artifact(tmp_path / "f32", layout="NCHW", input_dtype="float32")
+    with TestClient(create_app(Settings(artifact_dir=art.directory))) as c:
+        body = {"inputs": [{"name": "image", "shape": [1, 3, 64, 64], "datatype": "FP32",
+                            "data": [float("nan")] + [0.0] * (3 * 64 * 64 - 1)}]}  # fmt: skip
+        r = c.post("/v2/models/colour-demo/infer", content=json.dumps(body))
+        assert r.status_code == 400
+        assert "NaN" in r.json()["error"]
+        body["inputs"][0]["data"] = [128.0] * (3 * 64 * 64)  # type: ignore[index]
+        ok = c.post("/v2/models/colour-demo/infer", json=body)
+        assert ok.status_code == 200
