@@ -126,7 +126,13 @@ def export_run(
         work = Path(tmp)
         fp32_onnx = work / "fp32.onnx"
         t0 = time.perf_counter()
-        export_onnx(graph, prep, str(fp32_onnx), len(run.labels), opset)
+        try:
+            export_onnx(graph, prep, str(fp32_onnx), len(run.labels), opset)
+        except Exception as e:  # tracer/exporter errors: name the model and the opset
+            raise ExportError(
+                f"torch.onnx.export failed for {cfg.model.backbone} + {cfg.model.head} at "
+                f"opset {opset}: {type(e).__name__}: {e}"
+            ) from e
         check_onnx(fp32_onnx, len(run.labels))
         log.info("traced and checked %s in %.1fs", fp32_onnx.name, time.perf_counter() - t0)
 

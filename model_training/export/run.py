@@ -46,8 +46,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         raise ExportError(f"run directory {run} does not exist")
     try:
         model, cfg, labels, thresholds = load_trained(run, "cpu")
-    except FileNotFoundError as e:
-        raise ExportError(str(e)) from None
+    except (OSError, ValueError, KeyError) as e:  # missing files, invalid config.yaml
+        raise ExportError(f"cannot load the run in {run}: {e}") from None
     labels_txt = run / "labels.txt"
     if labels_txt.is_file():
         listed = [line for line in labels_txt.read_text(encoding="utf-8").splitlines() if line]
