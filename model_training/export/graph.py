@@ -68,9 +68,14 @@ class ExportGraph(nn.Module):
     scale: torch.Tensor
     shift: torch.Tensor
 
-    def __init__(self, classifier: MultilabelClassifier, prep: Preprocessing) -> None:
+    def __init__(
+        self, classifier: MultilabelClassifier, prep: Preprocessing, freeze: bool = True
+    ) -> None:
         super().__init__()
-        self.model = ProbabilityModel(freeze_for_export(classifier))
+        # freeze=False keeps image-independent work (the GCN branch) in the graph: only for
+        # measuring what freezing saves.
+        inner = freeze_for_export(classifier) if freeze else copy.deepcopy(classifier).eval()
+        self.model = ProbabilityModel(inner)
         self.nhwc = prep.layout == "NHWC"
         self.normalize = prep.normalize_in_graph
         mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1)
