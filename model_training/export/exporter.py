@@ -273,6 +273,7 @@ def _quantize(
     facts: dict[str, Any] = {
         "method": "static QDQ (onnxruntime quantize_static, MinMax, per-channel int8 weights, "
         "uint8 activations)",
+        "float_parts": "input normalisation, stem (first conv + activation), head, sigmoid",
         "calibration_images": len(calib),
         "calibration_source": str(opts.calib_data or "training split"),
         "val_mAP_fp32": fp32_map,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +20,19 @@ def quantize_static_qdq(
     calibration: Iterable[np.ndarray],
     input_name: str,
     per_channel: bool = True,
+    quantize_scope: str | None = "/backbone/",
 ) -> None:
-    """Write an int8 QDQ model calibrated (MinMax) on `calibration` batches of model input."""
+    """Write an int8 QDQ model calibrated (MinMax) on `calibration` batches of model input.
+
+    Only nodes whose name contains `quantize_scope` are quantised (None: all), and never the
+    stem. By default that is the backbone: the head stays float, because a cosine head's output
+    is multiplied by the AAM scale (s≈23) before the sigmoid, so uint8 steps of 2/255 on cosines
+    would become logit steps of ~0.2; the head is a negligible share of the cost anyway. The
+    stem (first convolution and its activation) stays float too: quantising the normalised
+    image and the stem cost 2.4 val mAP on a colour-tagging Lite0, keeping it float cost
+    nothing (measured), for ~3% of the MACs.
+    """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -47,6 +59,10 @@ def quantize_static_qdq(
         source = prepared
     except Exception as e:  # pre-processing only improves placement; the model still works
         log.warning("quantisation pre-processing skipped (%s: %s)", type(e).__name__, e)
+    graph = onnx.load(str(source), load_external_data=False).graph
+    exclude = set(stem_nodes(graph))
+    if quantize_scope is not None:
+        exclude |= {n.name for n in graph.node if quantize_scope not in n.name}
     quantize_static(
         str(source),
         str(int8_path),
@@ -56,5 +72,26 @@ def quantize_static_qdq(
         weight_type=QuantType.QInt8,
         per_channel=per_channel,
         calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=sorted(exclude),
     )
     prepared.unlink(missing_ok=True)
+
+
+_COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "GlobalAveragePool", "ReduceMean", "AveragePool",
+                "MaxPool"}  # fmt: skip
+
+
+def stem_nodes(graph: Any, depth: int = 3) -> list[str]:
+    """Names of the nodes up to and including the first convolution, and the elementwise nodes
+    (normalisation, activation) that follow it before the next compute node."""
+    nodes = list(graph.node)  # ONNX graphs are topologically sorted
+    first = next((i for i, n in enumerate(nodes) if n.op_type == "Conv"), None)
+    if first is None:
+        return []
+    names = [n.name for n in nodes[: first + 1]]
+    frontier = set(nodes[first].output)
+    for _ in range(depth):
+        nxt = [n for n in nodes if frontier & set(n.input) and n.op_type not in _COMPUTE_OPS]
+        names += [n.name for n in nxt if n.name not in names]
+        frontier = {o for n in nxt for o in n.output}
+    return names
