@@ -5,18 +5,43 @@ through the service's own code path.
     evaluate_artifact(artifact_dir, data, ...) -> dict (metrics, per-label AP)
 
 The command line (`mltag-train export`, `mltag-train evaluate --artifact`) is in `.cli`.
+Names are imported lazily: `model_training.cli` imports `.cli` for `--help` without paying for
+torch and ONNX.
 """
 
-from .evaluate import evaluate_artifact
-from .exporter import FP32_TOLERANCE, build_manifest, check_onnx, export_run, parity
-from .graph import (
-    INPUT_FORMATS,
-    ConstantAttentionGCNHead,
-    ExportGraph,
-    freeze_for_export,
-    preprocessing_for_input,
-)
-from .run import ExportError, TrainedRun, load_run
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .evaluate import evaluate_artifact
+    from .exporter import FP32_TOLERANCE, build_manifest, check_onnx, export_run, parity
+    from .graph import (
+        INPUT_FORMATS,
+        ConstantAttentionGCNHead,
+        ExportGraph,
+        freeze_for_export,
+        preprocessing_for_input,
+    )
+    from .run import ExportError, TrainedRun, load_run
+
+_WHERE = {
+    "evaluate_artifact": ".evaluate",
+    "FP32_TOLERANCE": ".exporter",
+    "build_manifest": ".exporter",
+    "check_onnx": ".exporter",
+    "export_run": ".exporter",
+    "parity": ".exporter",
+    "INPUT_FORMATS": ".graph",
+    "ConstantAttentionGCNHead": ".graph",
+    "ExportGraph": ".graph",
+    "freeze_for_export": ".graph",
+    "preprocessing_for_input": ".graph",
+    "ExportError": ".run",
+    "TrainedRun": ".run",
+    "load_run": ".run",
+}
 
 __all__ = [
     "FP32_TOLERANCE",
@@ -34,3 +59,9 @@ __all__ = [
     "parity",
     "preprocessing_for_input",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

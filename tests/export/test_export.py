@@ -288,8 +288,12 @@ def test_int8_static_qdq(make_run: RunFactory, tmp_path: Path) -> None:
     assert facts["val_mAP_drop"] == pytest.approx(facts["val_mAP_fp32"] - facts["val_mAP_int8"])
     nodes = onnx.load(str(artifact.onnx_path)).graph.node
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in nodes}
-    # The backbone is quantised; the head (cosines scaled by s before σ) stays float.
+    # The backbone is quantised; the head (cosines scaled by s before σ) stays float, and so
+    # does the stem: the first convolution reads float weights and the float image.
     assert not [n.name for n in nodes if n.op_type == "QuantizeLinear" and "/head/" in n.name]
+    stem = next(n for n in nodes if n.op_type == "Conv")
+    producers = {o: n.op_type for n in nodes for o in n.output}
+    assert "DequantizeLinear" not in {producers.get(i) for i in stem.input}
     assert any(e.metrics.get("mAP_fp32") is not None for e in artifact.manifest.evaluation)
     assert "int8: validation mAP" in (artifact.directory / "MODEL_CARD.md").read_text()
 
@@ -374,6 +378,15 @@ def test_cli_export_and_evaluate(
     assert "--force" in capsys.readouterr().err
     assert _cli(["evaluate", "--artifact", str(tmp_path / "missing"), "--data", "x.json"]) == 2
     assert "invalid artifact" in capsys.readouterr().err
+
+
+def test_cli_module_imports_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, model_training.export.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_load_run_reports_selected_weights(make_run: RunFactory) -> None:
