@@ -62,7 +62,11 @@ def quantize_static_qdq(
     graph = onnx.load(str(source), load_external_data=False).graph
     exclude = set(stem_nodes(graph))
     if quantize_scope is not None:
-        exclude |= {n.name for n in graph.node if quantize_scope not in n.name}
+        outside = {n.name for n in graph.node if quantize_scope not in n.name}
+        if len(outside) < len(graph.node):
+            exclude |= outside
+        else:  # names without module paths (another exporter): quantise all but the stem
+            log.warning("no node name contains %r; quantising the whole graph", quantize_scope)
     quantize_static(
         str(source),
         str(int8_path),
