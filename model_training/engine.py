@@ -94,7 +94,7 @@ def train_one_epoch(
     max_steps: int | None = None,
     progress: Callable[[Iterable[tuple[torch.Tensor, torch.Tensor]]], Iterable[object]]
     | None = None,
-    sync_every: int = 20,
+    sync_every: int = 10,
 ) -> EpochStats:
     """Train over `loader`. Losses are read back every `sync_every` steps (progress bar,
     non-finite check): a non-finite loss raises without AMP; with AMP it is a step the
