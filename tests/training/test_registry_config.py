@@ -75,3 +75,13 @@ def test_shipped_configs_validate(path: Path) -> None:
 def test_shipped_configs_present() -> None:
     names = {p.name for p in CONFIGS}
     assert {"cpu_small.yaml", "paper_448.yaml", "paper_gcn.yaml"} <= names
+
+
+def test_defaults_reference_in_sync() -> None:
+    from model_training.config import reference_yaml
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "defaults.yaml"
+    assert path.read_text() == reference_yaml(), "run: python -m model_training.config > " + str(
+        path
+    )
+    assert load_config(path) == Config()
