@@ -51,6 +51,12 @@ class DataConfig(_Section):
         "(default: the annotation file's directory; VOC: "
         "<root>/JPEGImages)",
     )
+    val_images_root: str | None = Field(
+        None, description="images_root for data.val (default: data.images_root)"
+    )
+    test_images_root: str | None = Field(
+        None, description="images_root for data.test (default: data.images_root)"
+    )
     image_size: int = Field(224, gt=0, description="square input side; resize, no crop")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     labels: list[str] | None = Field(

@@ -19,11 +19,15 @@ class Splits:
 
 
 def read_annotations(
-    data: DataConfig, path: str | os.PathLike[str], labels: list[str] | None = None
+    data: DataConfig,
+    path: str | os.PathLike[str],
+    labels: list[str] | None = None,
+    images_root: str | None = None,
 ) -> LabelledSet:
-    """Read one annotation file in `data.format` (against `labels` when given)."""
+    """Read one annotation file in `data.format` (against `labels` when given); image paths
+    are relative to `images_root`, else `data.images_root`, else the file's folder."""
     common = {
-        "images_root": data.images_root,
+        "images_root": images_root or data.images_root,
         "labels": labels,
         "empty_labels": data.empty_labels,
         "skip_bad": data.skip_bad,
@@ -46,7 +50,7 @@ def load_splits(data: DataConfig, seed: int = 0) -> Splits:
         raise DataError("data.train is not set: point it at the training annotations")
     train = read_annotations(data, data.train, data.labels)
     if data.val:
-        val = read_annotations(data, data.val, train.labels)
+        val = read_annotations(data, data.val, train.labels, data.val_images_root)
     else:
         if data.val_fraction <= 0:
             raise DataError("no validation data: set data.val or data.val_fraction > 0")
@@ -54,7 +58,11 @@ def load_splits(data: DataConfig, seed: int = 0) -> Splits:
         if len(va_idx) == 0 or len(tr_idx) == 0:
             raise DataError(f"too few images ({len(train)}) to hold out a validation split")
         train, val = train.subset(tr_idx), train.subset(va_idx)
-    test = read_annotations(data, data.test, train.labels) if data.test else None
+    test = (
+        read_annotations(data, data.test, train.labels, data.test_images_root)
+        if data.test
+        else None
+    )
     return Splits(train=train, val=val, test=test)
 
 

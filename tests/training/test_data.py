@@ -214,3 +214,18 @@ def test_cutout_box() -> None:
     assert ys.max() - ys.min() < 20
     assert xs.max() - xs.min() < 20
     torch.testing.assert_close(Cutout(p=0.0)(x), x)
+
+
+def test_per_split_images_root(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        for i in range(4):
+            Image.new("RGB", (8, 8)).save(tmp_path / split / f"{i}.png")
+        rows = "".join(f"{i}.png,{'cat' if i % 2 else 'dog'}\n" for i in range(4))
+        (tmp_path / f"{split}.csv").write_text(rows)
+    cfg = DataConfig(format="csv", train=str(tmp_path / "train.csv"),
+                     val=str(tmp_path / "val.csv"), images_root=str(tmp_path / "train"),
+                     val_images_root=str(tmp_path / "val"))  # fmt: skip
+    s = load_splits(cfg)
+    assert s.val.images[0] == tmp_path / "val" / "0.png"
+    assert s.train.images[0] == tmp_path / "train" / "0.png"
