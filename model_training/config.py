@@ -205,10 +205,6 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 
-    def cosine_head(self) -> bool:
-        """Heads produce cosines exactly when trained with the angular-margin loss."""
-        return self.loss.name == "aam"
-
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
