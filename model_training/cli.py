@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from .datasets.cli import add_commands as add_dataset_commands
+from .export.cli import add_export_parser, evaluate_artifact_command
+
 DESCRIPTION = """\
 mltag training tools. Train a multilabel tagger on your own images and export it as a
 self-describing ONNX artifact (model.onnx + manifest.json + MODEL_CARD.md) that
@@ -50,6 +53,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.artifact:
+        return evaluate_artifact_command(args)
     from .config import ConfigError
     from .data import DataError
     from .trainer import evaluate_run
@@ -123,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the run's calibrated thresholds, per-class AP) on an annotation file read with the "
         "run's label list.",
     )
-    ev.add_argument("--run", required=True, help="run directory written by `train`")
+    target = ev.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", help="run directory written by `train` (PyTorch)")
+    target.add_argument(
+        "--artifact",
+        help="exported artifact: evaluate it with ONNX Runtime through the service's "
+        "preprocessing (deployed accuracy)",
+    )
     ev.add_argument("--data", required=True, help="annotation file (format of the run's config)")
     ev.add_argument("--format", choices=["coco", "voc", "csv", "jsonl"], help="annotation format")
     ev.add_argument("--images-root", help="directory the image paths are relative to")
@@ -132,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-workers", type=int)
     ev.add_argument("--output", help="write the full result (with per-class AP) as JSON here")
     ev.set_defaults(func=_evaluate)
+    add_export_parser(sub)
+    data = sub.add_parser(
+        "data",
+        help="build the OpenClipart data sets (no torch needed)",
+        description="Build OpenClipart-ML and OpenClipart-Scenes from Debian's packages.",
+    )
+    add_dataset_commands(data.add_subparsers(dest="dataset", required=True, metavar="DATASET"))
     return parser
 
 

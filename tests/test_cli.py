@@ -22,7 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     ("command", "expected"),
     [
         ("mltag-serve", ["MLTAG_MAX_BATCH_SIZE", "--artifact-dir", "--require-gpu", "/tag"]),
-        ("mltag-train", ["demo-artifact", "ONNX artifact"]),
+        ("mltag-train", ["demo-artifact", "train", "evaluate", "export", "data", "ONNX artifact"]),
     ],
 )
 def test_help_explains_itself(command: str, expected: list[str]) -> None:
@@ -69,3 +69,11 @@ def test_demo_artifact_command(tmp_path: Path) -> None:
     check = run(sys.executable, "-m", "mltag_artifact", "check", str(tmp_path / "a"))
     assert check.returncode == 0
     assert "sha256 verified" in check.stdout
+
+
+def test_train_cli_wiring() -> None:
+    assert run(str(BIN / "mltag-train"), "data", "openclipart", "--help").returncode == 0
+    assert run(str(BIN / "mltag-train"), "export", "--help").returncode == 0
+    neither = run(str(BIN / "mltag-train"), "evaluate", "--data", "x.json")
+    assert neither.returncode == 2
+    assert "one of the arguments --run --artifact is required" in neither.stderr
