@@ -219,6 +219,48 @@ BAD_INPUTS = [
         "invalid_request",
     ),
     (
+        "threshold null",
+        {
+            "params": {"thresholds": '{"red": null}'},
+            "content": solid(RED),
+            "headers": {"content-type": "image/png"},
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "threshold bool",
+        {
+            "params": {"thresholds": '{"red": true}'},
+            "content": solid(RED),
+            "headers": {"content-type": "image/png"},
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "threshold string",
+        {
+            "params": {"thresholds": '{"red": "0.3"}'},
+            "content": solid(RED),
+            "headers": {"content-type": "image/png"},
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "json top_k bool",
+        {"json": {"images": [{"b64": "aGk="}], "top_k": True}},
+        422,
+        "invalid_request",
+    ),
+    (
+        "many multipart parts",
+        {"files": [("image", ("a.png", solid(RED), "image/png"))] * 40},
+        422,
+        "too_many_images",
+    ),
+    (
         "thresholds not json",
         {
             "params": {"thresholds": "red=1"},
