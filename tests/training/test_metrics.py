@@ -84,3 +84,13 @@ def test_f1_optimal_thresholds_are_optimal() -> None:
         assert f1_score(y[:, c], s[:, c] >= thr[c]) >= f1_score(y[:, c], s[:, c] >= 0.5)
     ev = evaluate_scores(s, y, thresholds=thr)
     assert ev.at_thresholds == threshold_metrics(s, y, thr)
+
+
+def test_threshold_floor_bounds_calibration() -> None:
+    from model_training.metrics import f1_optimal_thresholds
+
+    # one positive with a tiny score: the F1-optimal threshold would sit near 0
+    scores = np.array([[0.01], [0.5], [0.4], [0.3]])
+    targets = np.array([[1], [0], [0], [0]])
+    assert f1_optimal_thresholds(scores, targets)[0] < 0.01
+    assert f1_optimal_thresholds(scores, targets, floor=0.1)[0] == pytest.approx(0.1)
