@@ -4,7 +4,10 @@ and starts the batcher; nothing heavy happens at import time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -30,6 +33,18 @@ log = logging.getLogger("mltag.app")
 
 def decode_thread_count(settings: Settings) -> int:
     return settings.decode_threads or available_cores()
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Pool initializer: make the calling thread `nice` steps less important (Linux nice is
+    per thread). ONNX Runtime splits each op evenly over its threads, so a core taken by a
+    decode thread stalls the whole op; at lower priority decoding fills the model's idle time
+    instead (benchmarks/RESULTS.md, thread split)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):  # not permitted here: keep the inherited priority
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
 def load_model(state: ServiceState) -> None:
@@ -65,7 +80,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(load_model, state)
     assert state.runner is not None
     state.decode_pool = ThreadPoolExecutor(
-        max_workers=decode_thread_count(s), thread_name_prefix="mltag-decode"
+        max_workers=decode_thread_count(s),
+        thread_name_prefix="mltag-decode",
+        initializer=lower_thread_priority,
+        initargs=(s.decode_nice,),
     )
     state.batcher = DynamicBatcher(
         state.runner.run,

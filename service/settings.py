@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Server deadline for a request; a client may only shorten it."
     )
     decode_threads: int = Field(0, ge=0, description="Image decode threads (0 = auto).")
+    decode_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Lower decode threads' CPU priority by this much (Linux), so they yield"
+        " cores to the model's threads; 0 = same priority.",
+    )
 
     # Request limits
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Larger bodies -> 413.")
