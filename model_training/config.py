@@ -182,6 +182,11 @@ class TrainConfig(_Section):
     amp_dtype: Literal["float16", "bfloat16"] = Field(
         "float16", description="autocast dtype; float16 uses a GradScaler, bfloat16 needs none"
     )
+    channels_last: bool = Field(
+        True,
+        description="NHWC memory format for model and batches: 1.7x+ faster CPU training of"
+        " Lite0 (depthwise convs), and the usual choice for CUDA AMP",
+    )
     ema: bool = True
     ema_decay: float = Field(0.9993, ge=0, lt=1)
     early_stop_patience: int | None = Field(5, description="epochs without val mAP gain; None: off")

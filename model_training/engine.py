@@ -31,6 +31,13 @@ class StepContext:
     ema_source: nn.Module | None = None  # the unwrapped model the EMA follows
     grad_clip: float | None = None
     amp_dtype: torch.dtype = torch.float16
+    channels_last: bool = False  # batches in NHWC memory format (match the model's)
+
+
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    if channels_last and x.dim() == 4:
+        return x.to(device, memory_format=torch.channels_last, non_blocking=True)
+    return x.to(device, non_blocking=True)
 
 
 @dataclass
@@ -134,7 +141,7 @@ def train_one_epoch(
         if max_steps is not None and step >= max_steps:
             break
         pair: tuple[torch.Tensor, torch.Tensor] = batch  # type: ignore[assignment]
-        x = pair[0].to(ctx.device, non_blocking=True)
+        x = to_device(pair[0], ctx.device, ctx.channels_last)
         y = pair[1].to(ctx.device, non_blocking=True)
         pending.append(train_step(ctx, x, y))
         images += x.shape[0]
@@ -161,6 +168,7 @@ def predict(
     device: torch.device,
     amp: bool = False,
     amp_dtype: torch.dtype = torch.float16,
+    channels_last: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (N, C) and targets (N, C) over a loader. `model` must have
     `probabilities(outputs)` (a `MultilabelClassifier`)."""
@@ -168,7 +176,7 @@ def predict(
     to_probs: Callable[[torch.Tensor], torch.Tensor] = model.probabilities  # type: ignore[assignment]
     scores, targets = [], []
     for x, y in loader:
-        x = x.to(device, non_blocking=True)
+        x = to_device(x, device, channels_last)
         ctx = (
             torch.autocast("cuda", dtype=amp_dtype)
             if amp and device.type == "cuda"

@@ -232,6 +232,8 @@ def fit(
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, labels, train_targets=splits.train.targets).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if state is not None:
         model.load_state_dict(state["model"])
     if dist.enabled:
@@ -284,6 +286,7 @@ def fit(
         ema_source=model,
         grad_clip=cfg.optim.grad_clip,
         amp_dtype=amp_dtype,
+        channels_last=cfg.train.channels_last,
     )
     stopped_early = bool(state.get("stopped_early")) if state is not None else False
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -309,11 +312,15 @@ def fit(
         stop = torch.zeros(1)
         if dist.main:
             t0 = time.perf_counter()
-            s_raw, y_val = predict(model, val_loader, device, amp, amp_dtype)
+            s_raw, y_val = predict(
+                model, val_loader, device, amp, amp_dtype, cfg.train.channels_last
+            )
             record["val_mAP"] = evaluate_scores(s_raw, y_val).mAP
             record["val_mAP_ema"] = None
             if ema is not None:
-                s_ema, _ = predict(ema.module, val_loader, device, amp, amp_dtype)
+                s_ema, _ = predict(
+                    ema.module, val_loader, device, amp, amp_dtype, cfg.train.channels_last
+                )
                 record["val_mAP_ema"] = evaluate_scores(s_ema, y_val).mAP
             record["val_seconds"] = time.perf_counter() - t0
             source = "raw"

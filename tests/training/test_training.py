@@ -224,3 +224,19 @@ def test_cpu_small_config_with_pretrained_lite0(tmp_path: Path) -> None:
                        "data.augment.randaugment=false", "data.augment.cutout=0"])  # fmt: skip
     final = fit(cfg, tmp_path / "run")
     assert final["test"]["mAP"] >= 85.0, final["test"]
+
+
+def test_channels_last_trains_the_same_model(small: Path, tmp_path: Path) -> None:
+    """NHWC memory format is a speed choice only: same losses and weights as NCHW."""
+    base = ("model.head=ml_decoder", "train.epochs=1", "train.max_steps_per_epoch=3",
+            "data.image_size=32", "train.ema=false", "data.augment.randaugment=false")  # fmt: skip
+    runs = {}
+    for flag in ("true", "false"):
+        fit(_cfg(small, *base, f"train.channels_last={flag}"), tmp_path / flag)
+        runs[flag] = torch.load(tmp_path / flag / "checkpoints/last.pt", weights_only=False)
+    nhwc, nchw = runs["true"], runs["false"]
+    for key in nchw["model"]:
+        torch.testing.assert_close(nhwc["model"][key], nchw["model"][key], rtol=1e-3, atol=1e-4,
+                                   msg=key)  # fmt: skip
+    loss = [e["train_loss"] for e in nhwc["history"]], [e["train_loss"] for e in nchw["history"]]
+    assert loss[0] == pytest.approx(loss[1], rel=1e-4)
