@@ -293,6 +293,32 @@ def measure(
     }
 
 
+def compare(
+    artifact: Path,
+    images: dict[str, list[bytes]],
+    spec: str,
+    rounds: int,
+    duration: float,
+    port: int,
+) -> None:
+    """A/B one setting at concurrency 32; values alternate within each round (machine drift)."""
+    key, values = spec.split("=", 1)
+    print(f"\n## {key}: concurrency 32, {rounds} rounds of {duration:.0f} s per cell")
+    print("| input | " + " | ".join(f"{key}={v} img/s (p99 ms)" for v in values.split(",")) + " |")
+    print("|---|" + "---|" * len(values.split(",")))
+    cells: dict[tuple[str, str], list[str]] = {}
+    for _ in range(rounds):
+        for value in values.split(","):
+            server, _ = start_server(artifact, port, **{key: value})
+            for k in SIZES:
+                r = measure(server, images[k], 32, duration)
+                cells.setdefault((k, value), []).append(f"{r['ips']:.1f} ({r['p99']:.0f})")
+            stop_server(server)
+    for k in SIZES:
+        row = [" / ".join(cells[(k, v)]) for v in values.split(",")]
+        print(f"| {k} | " + " | ".join(row) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", type=Path)
@@ -302,6 +328,13 @@ def main() -> None:
     parser.add_argument("--overload-s", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument(
+        "--compare",
+        metavar="SETTING=A,B",
+        help="only A/B a service setting, e.g. decode_nice=0,10: concurrency 32, both sizes, "
+        "servers alternated over --rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     if args.quick:
         args.duration, args.overload_s, args.concurrency = 3.0, 5.0, "1,32"
@@ -327,6 +360,9 @@ def main() -> None:
     images = {k: [photo_like_jpeg(w, h, s) for s in range(8)] for k, (w, h) in SIZES.items()}
     for k, imgs in images.items():
         print(f"# {k} JPEG: {np.mean([len(b) for b in imgs]) / 1024:.0f} KB average")
+    if args.compare:
+        compare(artifact, images, args.compare, args.rounds, args.duration, args.port)
+        return
 
     ref = reference(artifact, images, 100 if not args.quick else 20)
     print("\n## Reference (one process, no HTTP)")
