@@ -1,0 +1,62 @@
+"""The benchmark scripts still run end to end (tiny data, tiny budget): numbers are not checked
+here, only that every row is trained, evaluated and timed, and the table is printed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.training.synth import COLOURS, make_images
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def jsonl_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("jsonl")
+    for split, (n, seed) in {"train": (32, 0), "val": (16, 1), "test": (16, 2)}.items():
+        items = make_images(root, n, size=48, seed=seed, p=0.5)
+        lines = [json.dumps({"image": rel, "labels": labels}) for rel, labels in items]
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "labels.txt").write_text("\n".join(COLOURS) + "\n")
+    return root
+
+
+def _run(*args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_grid_runs_every_requested_row(jsonl_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grid"
+    rows = ["peer", "linear+aam", "gcn+asl", "ml_decoder+bce"]
+    stdout = _run("benchmarks/grid.py", "--data", str(jsonl_data), "--out", str(out),
+                  "--size", "64", "--epochs", "1", "--batch", "8", "--seeds", "0", "1",
+                  "--repeats", "2", "--rows", *rows)  # fmt: skip
+    results = json.loads((out / "results.json").read_text())["rows"]
+    assert list(results) == rows
+    for row in results.values():
+        assert set(row["seeds"]) == {"0", "1"}
+        assert 0 <= row["seeds"]["0"]["mAP"] <= 100
+        assert row["GMACs"] > 0.01 and row["latency_ms"] > 0
+    assert stdout.count("\n| ") == len(rows) + 1  # header + one line per row
+    assert {"train.npy", "val.npy", "test.npy", "labels.txt"} <= {p.name for p in out.iterdir()}
+
+
+def test_peer_finetune_trains_and_scores(jsonl_data: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "lite0.pth"
+    out = tmp_path / "peer"
+    _run("benchmarks/peer_finetune.py", "--data", str(jsonl_data), "--weights", str(weights),
+         "--out", str(out), "--size", "64", "--epochs", "1", "--batch", "8")  # fmt: skip
+    result = json.loads((out / "result.json").read_text())
+    assert {"mAP", "CF1@0.5", "OF1@0.5", "CF1@thr", "OF1@thr", "train_s"} <= set(result)
+    assert weights.is_file()
