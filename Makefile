@@ -6,7 +6,7 @@ ARTIFACT ?= models/default
 DEMO_ARTIFACT := build/demo-artifact
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all lint format schema demo-artifact clean help
+.PHONY: run test test-all lint format schema demo-artifact default-model clean help
 
 help:
 	@echo "make run        serve $(ARTIFACT) (or the colour demo model while none is bundled)"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-all   also the slow tests"
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make schema     regenerate docs/manifest.schema.json"
+	@echo "make default-model  rebuild models/default from scratch (data, training, export; CPU)"
 
 $(VENV)/.stamp-service: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +33,17 @@ $(DEMO_ARTIFACT)/manifest.json: $(VENV)/.stamp-service model_training/demo.py
 	$(BIN)/mltag-train demo-artifact --output $(DEMO_ARTIFACT)
 
 demo-artifact: $(DEMO_ARTIFACT)/manifest.json
+
+# The bundled model, from nothing: fetch + build OpenClipart-ML (Debian packages), train with
+# configs/default_model.yaml, export with calibrated thresholds into models/default.
+OPENCLIPART_ML := .cache/datasets/openclipart-ml
+DEFAULT_RUN := build/default-model-run
+default-model: $(VENV)/.stamp-dev
+	test -f $(OPENCLIPART_ML)/train.jsonl || \
+		$(BIN)/mltag-train data openclipart --output $(OPENCLIPART_ML)
+	rm -rf $(DEFAULT_RUN)
+	$(BIN)/mltag-train train --config configs/default_model.yaml --output $(DEFAULT_RUN)
+	$(BIN)/mltag-train export --run $(DEFAULT_RUN) --output models/default --force
 
 run: $(VENV)/.stamp-service
 	@if [ -f "$(ARTIFACT)/manifest.json" ]; then \
