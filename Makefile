@@ -49,7 +49,7 @@ run: $(VENV)/.stamp-service
 	@if [ -f "$(ARTIFACT)/manifest.json" ]; then \
 		exec $(BIN)/mltag-serve --artifact-dir "$(ARTIFACT)" --host 0.0.0.0; \
 	else \
-		echo "No model at $(ARTIFACT) (the trained default model is not bundled yet)."; \
+		echo "No model at $(ARTIFACT) (run make default-model to rebuild the bundled one)."; \
 		echo "Serving the hand-weighted colour demo model from $(DEMO_ARTIFACT) instead."; \
 		$(MAKE) --no-print-directory demo-artifact && \
 		exec $(BIN)/mltag-serve --artifact-dir "$(DEMO_ARTIFACT)" --host 0.0.0.0; \

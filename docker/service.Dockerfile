@@ -37,7 +37,7 @@ RUN /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt ".[service]
 # ---- artifact: the model directory to bake in ---------------------------------------------
 # ARTIFACT is a path in the build context holding model.onnx + manifest.json + MODEL_CARD.md.
 # DEMO_FALLBACK=1 builds the hand-weighted colour demo artifact when ARTIFACT is absent
-# (docker-compose.yml sets it, as `make run` does, until a trained default model is bundled).
+# (docker-compose.yml sets it, as `make run` falls back to it, when models/default is missing).
 FROM build AS artifact
 ARG ARTIFACT=models/default
 ARG DEMO_FALLBACK=0
