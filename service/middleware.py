@@ -29,6 +29,7 @@ OPEN_PATHS = frozenset(
 # Paths that are their own route template, for requests refused before routing.
 KNOWN_PATHS = OPEN_PATHS | {"/tag", "/labels", "/v2"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_INFER_PATH = re.compile(r"^/(tag|v2/models/[^/]+(/versions/[^/]+)?/infer)$")
 
 
 def _printable(path: str) -> str:
@@ -117,6 +118,23 @@ class ServiceMiddleware:
                     f"{settings.max_body_bytes} bytes", "too_large",
                 )  # fmt: skip
                 extra_headers = [(b"connection", b"close")]
+            elif (
+                state.batcher is not None
+                and not state.batcher.has_room(1)
+                and scope["method"] == "POST"
+                and _INFER_PATH.match(path)
+            ):
+                # Shed load before reading or parsing the body: under overload the event loop
+                # is the scarce resource, and a 429 must stay cheap and fast. (The endpoint
+                # still checks room for all of a request's images.) The unread body is
+                # discarded by the server; the connection stays usable.
+                retry = state.batcher.retry_after()
+                rejection = (
+                    429, "queue_full",
+                    f"the server is at capacity ({state.batcher.max_queue_size} images queued or "
+                    f"being decoded); retry after {retry} s", "queue_full",
+                )  # fmt: skip
+                extra_headers = [(b"retry-after", str(retry).encode())]
 
         if rejection is not None:
             status, code, message, reason = rejection

@@ -116,8 +116,11 @@ class DynamicBatcher:
     def _check_room(self, n: int) -> None:
         if self._closing:
             raise BatcherClosedError("the service is shutting down")
-        if len(self._queue) + self._reserved + n > self.max_queue_size:
-            raise QueueFullError(self._retry_after())
+        if not self.has_room(n):
+            raise QueueFullError(self.retry_after())
+
+    def has_room(self, n: int = 1) -> bool:
+        return len(self._queue) + self._reserved + n <= self.max_queue_size
 
     def submit(
         self,
@@ -155,7 +158,8 @@ class DynamicBatcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    def _retry_after(self) -> int:
+    def retry_after(self) -> int:
+        """Seconds until the queue has room, from the recent batch time."""
         batches = math.ceil((len(self._queue) + self._reserved) / self.max_batch_size)
         return max(1, math.ceil(batches * self._batch_time_ewma))
 

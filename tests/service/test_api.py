@@ -440,6 +440,48 @@ def test_queue_full_is_429_with_retry_after(make_client: ClientFactory) -> None:
         assert refused_in < 0.5  # refused at once, not after waiting
 
 
+def test_full_queue_sheds_before_the_body_is_parsed(make_client: ClientFactory) -> None:
+    # Under overload a 429 must not cost a body parse: a malformed JSON body, which would be a
+    # 400 with room in the queue, is refused with 429 while the queue is full, and the KServe
+    # endpoint sheds the same way.
+    settings = {"max_queue_size": 1, "max_images_per_request": 1, "max_batch_size": 1}
+    bad_json = {"content": b"{not json", "headers": {"Content-Type": "application/json"}}
+    with make_client(**settings) as client, model_on_hold(client) as gate:
+        assert client.post("/tag", **bad_json).status_code == 400  # room: parsed, refused
+        batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(2) as pool:
+            running = pool.submit(_post_red, client)
+            _wait_for(lambda: batcher._busy)
+            queued = pool.submit(_post_red, client)
+            _wait_for(lambda: batcher.queue_depth == 1)
+            shed = client.post("/tag", **bad_json)
+            shed_v2 = client.post("/v2/models/colour-demo/infer", **bad_json)
+            gate.set()
+            assert running.result().status_code == queued.result().status_code == 200
+        assert shed.status_code == 429 and shed.json()["error"]["code"] == "queue_full"
+        assert int(shed.headers["retry-after"]) >= 1
+        assert shed_v2.status_code == 429 and "capacity" in shed_v2.json()["error"]
+        assert client.post("/tag", **bad_json).status_code == 400  # room again
+
+
+def test_request_larger_than_the_room_left_is_429(make_client: ClientFactory) -> None:
+    settings = {"max_queue_size": 4, "max_images_per_request": 4, "max_batch_size": 1}
+    with make_client(**settings) as client, model_on_hold(client) as gate:
+        batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(3) as pool:
+            running = pool.submit(_post_red, client)
+            _wait_for(lambda: batcher._busy)
+            queued = pool.submit(_post_red, client, 3)  # one image of room left
+            _wait_for(lambda: batcher.queue_depth == 3)
+            r = _post_red(client, 2)  # all images or none
+            one = pool.submit(_post_red, client, 1)
+            _wait_for(lambda: batcher.queue_depth == 4)
+            gate.set()
+            assert running.result().status_code == queued.result().status_code == 200
+            assert one.result().status_code == 200
+        assert r.status_code == 429
+
+
 def test_deadline_passes_while_queued_is_504(make_client: ClientFactory) -> None:
     with make_client(max_batch_size=1) as client, model_on_hold(client) as gate:
         batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
