@@ -14,6 +14,7 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+from sklearn.metrics import average_precision_score
 
 from mltag_artifact import ArtifactError, load_artifact, parse_manifest, write_artifact
 from model_training.data import read_annotations
@@ -322,14 +323,26 @@ def test_evaluate_artifact_matches_pytorch(
     assert got["mAP"] == pytest.approx(want["mAP"], abs=0.1)
     assert got["OF1@thr"] == pytest.approx(want["OF1@thr"], abs=0.5)
     assert [r["label"] for r in onnx_result["per_class_ap"]] == ["red", "green", "blue", "yellow"]
-    # The check means something only when no two scores are closer than the ORT-vs-PyTorch
-    # difference (~1e-7): otherwise near-ties reorder (an untrained ML-Decoder moved 0.8 mAP so).
-    images = read_annotations(load_run(run).config.data, test, None).images
-    scores = torch_scores(load_run(run), images)
-    diff = np.abs(_ort(out, images) - scores).max()
+    # Per class, AP from ONNX Runtime equals AP from PyTorch wherever no positive/negative pair
+    # of scores is closer than twice their difference (~1e-7): such near-ties may swap, which
+    # is numerics, not a bug (an untrained ML-Decoder moved 0.8 mAP so). Most classes must
+    # qualify, or the check would say nothing.
+    data = read_annotations(load_run(run).config.data, test, None)
+    scores = torch_scores(load_run(run), data.images)
+    ort_scores = _ort(out, data.images)
+    diff = np.abs(ort_scores - scores).max()
     assert diff <= 1e-4
-    gaps = np.diff(np.sort(scores, axis=0), axis=0)
-    assert gaps.min() > 2 * diff, (gaps.min(), diff)
+    checked = 0
+    for c in range(scores.shape[1]):
+        order = np.argsort(scores[:, c])
+        mixed = data.targets[order[1:], c] != data.targets[order[:-1], c]
+        if mixed.any() and np.diff(scores[order, c])[mixed].min() <= 2 * diff:
+            continue
+        t = data.targets[:, c] > 0
+        got_ap = average_precision_score(t, ort_scores[:, c])
+        assert got_ap == pytest.approx(average_precision_score(t, scores[:, c]), abs=1e-9)
+        checked += 1
+    assert checked >= scores.shape[1] - 1
 
 
 def _cli(argv: list[str]) -> int:
