@@ -16,6 +16,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .api.common import queue_full_message
 from .api.errors import BodyTooLargeError
 from .state import ServiceState
 
@@ -129,11 +130,8 @@ class ServiceMiddleware:
                 # still checks room for all of a request's images.) The unread body is
                 # discarded by the server; the connection stays usable.
                 retry = state.batcher.retry_after()
-                rejection = (
-                    429, "queue_full",
-                    f"the server is at capacity ({state.batcher.max_queue_size} images queued or "
-                    f"being decoded); retry after {retry} s", "queue_full",
-                )  # fmt: skip
+                message = queue_full_message(state.batcher.max_queue_size, retry)
+                rejection = (429, "queue_full", message, "queue_full")
                 extra_headers = [(b"retry-after", str(retry).encode())]
 
         if rejection is not None:

@@ -118,6 +118,13 @@ class RequestGuard:
             self._watcher.cancel()
 
 
+def queue_full_message(max_queue_size: int, retry_after_s: int) -> str:
+    return (
+        f"the server is at capacity ({max_queue_size} images queued or being decoded); "
+        f"retry after {retry_after_s} s"
+    )
+
+
 @contextmanager
 def admitted(state: ServiceState, n: int) -> Iterator[Reservation]:
     """Reserve room for n images in the queue, or refuse now: 429 (full) / 503 (draining)."""
@@ -130,8 +137,7 @@ def admitted(state: ServiceState, n: int) -> Iterator[Reservation]:
         raise ApiError(
             429,
             "queue_full",
-            f"the server is at capacity ({state.batcher.max_queue_size} images queued or being "
-            f"decoded); retry after {e.retry_after_s} s",
+            queue_full_message(state.batcher.max_queue_size, e.retry_after_s),
             headers={"Retry-After": str(e.retry_after_s)},
         ) from None
     except BatcherClosedError:
