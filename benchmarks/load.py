@@ -1,6 +1,8 @@
 """Load benchmark: the real service on loopback vs the ideal in-process pipeline, same run.
 
     .venv/bin/python benchmarks/load.py [--artifact DIR] [--duration 15] [--quick]
+    .venv/bin/python benchmarks/load.py --compare decode_nice=0,10     # A/B a setting
+    .venv/bin/python benchmarks/load.py --baseline /tmp/base           # A/B a code change
 
 Measures, in one run on this machine:
   * reference: single-thread decode + resize per image (each size), model time at batch 1,
@@ -136,7 +138,10 @@ class Server:
         return 0.0
 
 
-def start_server(artifact: Path, port: int, **settings: str) -> tuple[Server, float]:
+def start_server(
+    artifact: Path, port: int, tree: Path = ROOT, **settings: str
+) -> tuple[Server, float]:
+    """`python -m service` from source tree `tree` (another checkout, for code A/B runs)."""
     env = {
         **os.environ,
         "MLTAG_ARTIFACT_DIR": str(artifact),
@@ -145,7 +150,7 @@ def start_server(artifact: Path, port: int, **settings: str) -> tuple[Server, fl
         **{f"MLTAG_{k.upper()}": v for k, v in settings.items()},
     }
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=tree)
     server = Server(proc, port)
     while True:
         try:
@@ -293,30 +298,48 @@ def measure(
     }
 
 
+@dataclass
+class Variant:
+    label: str
+    tree: Path = ROOT
+    settings: dict[str, str] = field(default_factory=dict)
+
+
 def compare(
     artifact: Path,
     images: dict[str, list[bytes]],
-    spec: str,
+    variants: list[Variant],
     rounds: int,
     duration: float,
     port: int,
 ) -> None:
-    """A/B one setting at concurrency 32; values alternate within each round (machine drift)."""
-    key, values = spec.split("=", 1)
-    print(f"\n## {key}: concurrency 32, {rounds} rounds of {duration:.0f} s per cell")
-    print("| input | " + " | ".join(f"{key}={v} img/s (p99 ms)" for v in values.split(",")) + " |")
-    print("|---|" + "---|" * len(values.split(",")))
-    cells: dict[tuple[str, str], list[str]] = {}
+    """A/B: each variant at concurrency 1 and 32, both sizes; variants alternate within each
+    round (machines drift), so compare numbers in the same row only."""
+    print(f"\n## A/B, {rounds} round(s) of {duration:.0f} s per cell, img/s (p50 / p99 ms)")
+    print("| input | conc | " + " | ".join(v.label for v in variants) + " |")
+    print("|---|---|" + "---|" * len(variants))
+    cells: dict[tuple[str, int, str], list[str]] = {}
     for _ in range(rounds):
-        for value in values.split(","):
-            server, _ = start_server(artifact, port, **{key: value})
+        for v in variants:
+            server, _ = start_server(artifact, port, v.tree, **v.settings)
             for k in SIZES:
-                r = measure(server, images[k], 32, duration)
-                cells.setdefault((k, value), []).append(f"{r['ips']:.1f} ({r['p99']:.0f})")
+                for c in (1, 32):
+                    r = measure(server, images[k], c, duration)
+                    cells.setdefault((k, c, v.label), []).append(
+                        f"{r['ips']:.1f} ({r['p50']:.1f} / {r['p99']:.0f})"
+                    )
             stop_server(server)
     for k in SIZES:
-        row = [" / ".join(cells[(k, v)]) for v in values.split(",")]
-        print(f"| {k} | " + " | ".join(row) + " |")
+        for c in (1, 32):
+            row = [", ".join(cells[(k, c, v.label)]) for v in variants]
+            print(f"| {k} | {c} | " + " | ".join(row) + " |")
+
+
+def variants_from(args: argparse.Namespace) -> list[Variant]:
+    if args.baseline:
+        return [Variant(f"baseline ({args.baseline})", args.baseline), Variant("this tree")]
+    key, values = args.compare.split("=", 1)
+    return [Variant(f"{key}={v}", settings={key: v}) for v in values.split(",")]
 
 
 def main() -> None:
@@ -331,8 +354,15 @@ def main() -> None:
     parser.add_argument(
         "--compare",
         metavar="SETTING=A,B",
-        help="only A/B a service setting, e.g. decode_nice=0,10: concurrency 32, both sizes, "
-        "servers alternated over --rounds",
+        help="only A/B a service setting, e.g. decode_nice=0,10: concurrency 1 and 32, both "
+        "sizes, servers alternated over --rounds",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="only A/B this source tree against another checkout, e.g. "
+        "`git worktree add /tmp/base HEAD~1`, then --baseline /tmp/base",
     )
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -360,8 +390,8 @@ def main() -> None:
     images = {k: [photo_like_jpeg(w, h, s) for s in range(8)] for k, (w, h) in SIZES.items()}
     for k, imgs in images.items():
         print(f"# {k} JPEG: {np.mean([len(b) for b in imgs]) / 1024:.0f} KB average")
-    if args.compare:
-        compare(artifact, images, args.compare, args.rounds, args.duration, args.port)
+    if args.compare or args.baseline:
+        compare(artifact, images, variants_from(args), args.rounds, args.duration, args.port)
         return
 
     ref = reference(artifact, images, 100 if not args.quick else 20)

@@ -26,13 +26,15 @@ from .errors import ApiError
 T = TypeVar("T")
 
 
-def get_state(request: Request) -> ServiceState:
+# Dependencies are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a
+# thread hop (and a thread to schedule on a busy machine) on every request.
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.mltag
     return state
 
 
-def get_ready_state(request: Request) -> ServiceState:
-    state = get_state(request)
+async def get_ready_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.mltag
     if not state.ready or state.draining or state.batcher is None:
         state.metrics.rejected.labels("not_ready").inc()
         raise ApiError(503, "not_ready", "the model is not ready (loading or shutting down)")

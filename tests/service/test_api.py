@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import re
 import shutil
@@ -629,3 +630,24 @@ def test_log_lines_cannot_be_forged() -> None:
     from service.middleware import _printable
 
     assert _printable("/x\n2026 ERROR forged") == "/x\\n2026 ERROR forged"
+
+
+def test_routes_never_hop_to_a_thread_pool() -> None:
+    """FastAPI runs a plain `def` handler or dependency in its thread pool: a thread hop per
+    request on the hot path (measured in benchmarks/RESULTS.md). Everything must be async."""
+    from fastapi.dependencies.models import Dependant
+    from fastapi.routing import APIRoute
+
+    from service.api import info, kserve, tag
+
+    def sync_calls(dep: Dependant) -> list[str]:
+        found = [] if dep.call is None or inspect.iscoroutinefunction(dep.call) else [dep.call]
+        return [getattr(c, "__name__", repr(c)) for c in found] + [
+            name for sub in dep.dependencies for name in sync_calls(sub)
+        ]
+
+    routers = (tag.router, info.router, kserve.router)  # what create_app includes
+    routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    assert any(r.path == "/tag" for r in routes)
+    offenders = {r.path: sync_calls(r.dependant) for r in routes if sync_calls(r.dependant)}
+    assert offenders == {}
