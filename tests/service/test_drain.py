@@ -54,9 +54,10 @@ def test_sigterm_finishes_every_accepted_request(
                 assert time.monotonic() < deadline, "requests never all got in flight"
                 time.sleep(0.005)
             server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.05)
+            while (ready := httpx.get(url + "/readyz")).status_code == 200:  # signal handled?
+                assert time.monotonic() < deadline, "SIGTERM never started the drain"
+                time.sleep(0.005)
             late = httpx.post(url + "/tag", content=image, headers={"content-type": "image/png"})
-            ready = httpx.get(url + "/readyz")
             statuses = [f.result() for f in futures]
         assert late.status_code == 503
         assert late.json()["error"]["code"] == "draining"
