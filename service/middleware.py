@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api.common import queue_full_message
 from .api.errors import BodyTooLargeError
+from .inference.batcher import BatcherClosedError, QueueFullError, Reservation
 from .state import ServiceState
 
 log = logging.getLogger("mltag.access")
@@ -96,6 +97,7 @@ class ServiceMiddleware:
             await send(message)
 
         open_path = path in OPEN_PATHS
+        held: Reservation | None = None
         rejection: tuple[int, str, str, str] | None = None
         extra_headers: list[tuple[bytes, bytes]] = []
         if state.draining and not open_path:
@@ -120,19 +122,23 @@ class ServiceMiddleware:
                 )  # fmt: skip
                 extra_headers = [(b"connection", b"close")]
             elif (
-                state.batcher is not None
-                and not state.batcher.has_room(1)
-                and scope["method"] == "POST"
-                and _INFER_PATH.match(path)
+                state.batcher is not None and scope["method"] == "POST" and _INFER_PATH.match(path)
             ):
-                # Shed load before reading or parsing the body: under overload the event loop
-                # is the scarce resource, and a 429 must stay cheap and fast. (The endpoint
-                # still checks room for all of a request's images.) The unread body is
-                # discarded by the server; the connection stays usable.
-                retry = state.batcher.retry_after()
-                message = queue_full_message(state.batcher.max_queue_size, retry)
-                rejection = (429, "queue_full", message, "queue_full")
-                extra_headers = [(b"retry-after", str(retry).encode())]
+                # Admission at arrival, before the body is read or parsed: under overload the
+                # event loop is the scarce resource, and a 429 must stay cheap and fast. The
+                # slot is held through the upload, so a request admitted here is not refused
+                # later (the endpoint resizes it to the request's image count). An unread
+                # body is discarded by the server; the connection stays usable.
+                try:
+                    held = state.batcher.reserve(1)
+                    scope.setdefault("state", {})["reservation"] = held
+                except QueueFullError as e:
+                    message = queue_full_message(state.batcher.max_queue_size, e.retry_after_s)
+                    rejection = (429, "queue_full", message, "queue_full")
+                    extra_headers = [(b"retry-after", str(e.retry_after_s).encode())]
+                except BatcherClosedError:
+                    rejection = (503, "draining", "the service is shutting down", "draining")
+                    extra_headers = [(b"connection", b"close"), (b"retry-after", b"1")]
 
         if rejection is not None:
             status, code, message, reason = rejection
@@ -176,6 +182,8 @@ class ServiceMiddleware:
                     send, 500, "internal_error", "internal server error", request_id, path
                 )
         finally:
+            if held is not None and state.batcher is not None:
+                state.batcher.release(held)  # room the endpoint did not queue or never took
             if tracked:
                 state.in_flight -= 1
                 state.metrics.in_flight.dec()

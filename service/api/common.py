@@ -127,24 +127,40 @@ def queue_full_message(max_queue_size: int, retry_after_s: int) -> str:
     )
 
 
+def held_reservation(request: Request) -> Reservation | None:
+    """The queue slot the middleware reserved for this inference request, if any."""
+    held: Reservation | None = getattr(request.state, "reservation", None)
+    return held
+
+
 @contextmanager
-def admitted(state: ServiceState, n: int) -> Iterator[Reservation]:
-    """Reserve room for n images in the queue, or refuse now: 429 (full) / 503 (draining)."""
-    assert state.batcher is not None
+def admitted(state: ServiceState, n: int, held: Reservation | None = None) -> Iterator[Reservation]:
+    """Room for n images in the queue, or refuse now: 429 (full) / 503 (draining). `held` is
+    room the middleware reserved when the request arrived, before its body: it is resized to
+    n, so a single-image request admitted at arrival is never refused after its upload."""
+    batcher = state.batcher
+    assert batcher is not None
     try:
-        with state.batcher.admit(n) as reservation:
-            yield reservation
+        if held is not None:
+            batcher.resize(held, n)
+            reservation = held
+        else:
+            reservation = batcher.reserve(n)
     except QueueFullError as e:
         state.metrics.rejected.labels("queue_full").inc()
         raise ApiError(
             429,
             "queue_full",
-            queue_full_message(state.batcher.max_queue_size, e.retry_after_s),
+            queue_full_message(batcher.max_queue_size, e.retry_after_s),
             headers={"Retry-After": str(e.retry_after_s)},
         ) from None
     except BatcherClosedError:
         state.metrics.rejected.labels("draining").inc()
         raise ApiError(503, "draining", "the service is shutting down") from None
+    try:
+        yield reservation
+    finally:
+        batcher.release(reservation)
 
 
 def _preprocess_timed(

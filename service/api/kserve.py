@@ -21,6 +21,7 @@ from .common import (
     RequestGuard,
     StateDep,
     admitted,
+    held_reservation,
     infer_samples,
     request_deadline,
     run_in_pool,
@@ -243,7 +244,7 @@ async def _infer(request: Request, state: ServiceState) -> Response:
         body = await guard.read_body(request.body())
         header_len = request.headers.get(_HEADER_LENGTH.lower())
         doc, batch = await run_in_pool(state, _parse_request, state, header_len, body)
-        with admitted(state, len(batch)) as reservation:
+        with admitted(state, len(batch), held_reservation(request)) as reservation:
             rows = await infer_samples(state, list(batch), guard, reservation)
     finally:
         guard.close()

@@ -22,6 +22,7 @@ from .common import (
     RequestGuard,
     admitted,
     decode_images,
+    held_reservation,
     image_error,
     infer_samples,
     request_deadline,
@@ -262,7 +263,8 @@ async def _tag(
         raise ApiError(400, "empty_body", "the image is empty (0 bytes)")
     _check_labels(state, options)
 
-    with admitted(state, len(payloads)) as reservation:  # 429 before decoding, not after
+    held = held_reservation(request)
+    with admitted(state, len(payloads), held) as reservation:  # 429 before decoding
         decoded = await decode_images(state, payloads, guard)
         if len(decoded) == 1 and isinstance(decoded[0], ImageError):
             state.metrics.images.labels("error").inc()

@@ -100,18 +100,36 @@ class DynamicBatcher:
         assert self._task is not None
         self._task.add_done_callback(check)
 
+    def reserve(self, n: int) -> Reservation:
+        """Hold queue room for n images before their costly upload and decode, so overload is
+        refused at once (429) instead of piling up unbounded in the decode pool. Room not
+        moved to the queue by `submit(..., reservation)` must be given back by `release`."""
+        self._check_room(n)
+        self._reserved += n
+        return Reservation(n)
+
+    def resize(self, reservation: Reservation, n: int) -> None:
+        """Make a held reservation hold n images: grow it (QueueFullError if there is no room
+        for the extra ones; it keeps what it held) or shrink it."""
+        extra = n - reservation.remaining
+        if extra > 0:
+            self._check_room(extra)
+        self._reserved += extra
+        reservation.remaining = n
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back the room still held (idempotent)."""
+        self._reserved -= reservation.remaining
+        reservation.remaining = 0
+
     @contextmanager
     def admit(self, n: int) -> Iterator[Reservation]:
-        """Reserve queue room for n images before the costly decode, so overload is refused
-        at once (429) instead of piling up unbounded in the decode pool. Room not used by
-        `submit(..., reservation)` is released on exit."""
-        self._check_room(n)
-        reservation = Reservation(n)
-        self._reserved += n
+        """`reserve(n)`, released on exit."""
+        reservation = self.reserve(n)
         try:
             yield reservation
         finally:
-            self._reserved -= reservation.remaining
+            self.release(reservation)
 
     def _check_room(self, n: int) -> None:
         if self._closing:

@@ -252,3 +252,23 @@ def test_admission_reserves_room_before_decoding() -> None:
         await b.stop()
 
     run(main)
+
+
+def test_a_held_reservation_resizes_and_releases_once() -> None:
+    async def main() -> None:
+        b = DynamicBatcher(RecordingModel(), max_batch_size=4, max_delay_s=0, max_queue_size=4)
+        held = b.reserve(1)  # the middleware's slot, taken when the request arrived
+        other = b.reserve(2)
+        with pytest.raises(QueueFullError):
+            b.resize(held, 3)  # 1 + 2 more would need 5
+        assert held.remaining == 1  # a refused resize keeps what it held
+        b.resize(held, 2)
+        assert not b.has_room(1)
+        b.resize(held, 1)  # shrinking gives room back
+        assert b.has_room(1) and not b.has_room(2)
+        b.release(held)
+        b.release(held)  # idempotent: the endpoint and the middleware may both release
+        b.release(other)
+        assert b.has_room(4) and b.idle
+
+    run(main)

@@ -1,0 +1,73 @@
+"""Admission happens when a request arrives, before its body: a request let in keeps its
+queue slot through a slow upload, and the next one is refused at once (real server)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from mltag_artifact import Artifact
+
+from .images import RED, solid
+from .live import live_server
+
+
+def _in_flight(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("mltag_requests_in_flight "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))  # fmt: skip
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), body
+
+
+def test_admitted_request_keeps_its_slot_through_a_slow_upload(
+    demo_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    image = solid(RED)
+    env = {
+        "MLTAG_ARTIFACT_DIR": str(demo_artifact.directory),
+        "MLTAG_MAX_QUEUE_SIZE": "1",
+        "MLTAG_MAX_BATCH_SIZE": "1",
+        "MLTAG_MAX_IMAGES_PER_REQUEST": "1",
+    }
+    with live_server(env=env, log_dir=tmp_path_factory.mktemp("logs")) as server:
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        head = (
+            f"POST /tag HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(image)}\r\n\r\n"
+        ).encode()
+        slow.sendall(head + image[:10])  # the upload starts, then stalls
+        deadline = time.monotonic() + 10
+        while _in_flight(server.url) < 1:
+            assert time.monotonic() < deadline, "the slow request never arrived"
+            time.sleep(0.01)
+
+        t0 = time.monotonic()
+        refused = httpx.post(server.url + "/tag", content=image,
+                             headers={"content-type": "image/png"})  # fmt: skip
+        refused_in = time.monotonic() - t0
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "queue_full"
+        assert refused_in < 1.0
+
+        slow.sendall(image[10:])  # the admitted request completes: never refused late
+        status, body = _read_response(slow)
+        slow.close()
+        assert status == 200, body
+        again = httpx.post(server.url + "/tag", content=image,
+                           headers={"content-type": "image/png"})  # fmt: skip
+        assert again.status_code == 200  # the slot was given back
