@@ -47,12 +47,19 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Server deadline for a request; a client may only shorten it."
     )
     decode_threads: int = Field(0, ge=0, description="Image decode threads (0 = auto).")
-    decode_nice: int = Field(
-        10,
+    model_nice: int = Field(
+        5,
         ge=0,
         le=19,
-        description="Lower decode threads' CPU priority by this much (Linux), so they yield"
-        " cores to the model's threads; 0 = same priority.",
+        description="Lower the model's threads' CPU priority by this much (Linux), so"
+        " inference never starves the event loop (HTTP, 429s, health probes); 0 = same.",
+    )
+    decode_nice: int = Field(
+        15,
+        ge=0,
+        le=19,
+        description="Lower decode threads' CPU priority by this much (Linux); keep it well"
+        " above model_nice so decoding yields cores to the model's threads; 0 = same.",
     )
 
     # Request limits

@@ -63,6 +63,7 @@ class DynamicBatcher:
         max_delay_s: float,
         max_queue_size: int,
         metrics: ServiceMetrics | None = None,
+        thread_initializer: Callable[[], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -73,7 +74,9 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mltag-model")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="mltag-model", initializer=thread_initializer
+        )
         self._busy = False
         self._reserved = 0  # room held for admitted images not yet queued (being decoded)
         self._batch_time_ewma = 0.0  # seconds per batch, for Retry-After

@@ -1,0 +1,66 @@
+"""Thread priorities (Linux): the event loop first, then the model's threads, then decoding."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from service.app import lower_thread_priority
+from service.settings import Settings
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux-only")
+
+
+def _thread_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_pool_threads_are_niced_and_the_caller_is_not() -> None:
+    before = _thread_nice()
+    with ThreadPoolExecutor(2, initializer=lower_thread_priority, initargs=(5,)) as pool:
+        niced = {pool.submit(_thread_nice).result() for _ in range(4)}
+    assert niced == {min(19, before + 5)}
+    assert _thread_nice() == before
+
+
+def test_zero_leaves_priority_alone() -> None:
+    before = _thread_nice()
+    with ThreadPoolExecutor(1, initializer=lower_thread_priority, initargs=(0,)) as pool:
+        assert pool.submit(_thread_nice).result() == before
+
+
+def test_model_threads_rank_between_the_event_loop_and_decoding(demo_artifact_dir: Path) -> None:
+    """ONNX Runtime's own worker threads inherit the priority `load_model` creates the session
+    at; the batcher's model thread gets the same. The caller (the event loop) stays put."""
+    from service.app import load_model
+    from service.inference.batcher import DynamicBatcher
+    from service.state import ServiceState
+
+    def tids() -> set[int]:
+        return {int(t.name) for t in Path("/proc/self/task").iterdir()}
+
+    def nice_of(tid: int) -> int:
+        stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[16])
+
+    base = _thread_nice()
+    settings = Settings(artifact_dir=demo_artifact_dir, model_nice=4, intra_op_threads=2)
+    before = tids()
+    state = ServiceState(settings=settings)
+    load_model(state)
+    ort_workers = tids() - before
+    assert ort_workers, "expected ONNX Runtime to start an intra-op worker thread"
+    assert {nice_of(t) for t in ort_workers} == {min(19, base + 4)}
+    assert _thread_nice() == base
+
+    assert state.runner is not None
+    batcher = DynamicBatcher(
+        state.runner.run, 1, 0, 1, thread_initializer=lambda: lower_thread_priority(4)
+    )
+    assert batcher._executor.submit(_thread_nice).result() == min(19, base + 4)
+    batcher._executor.shutdown()
