@@ -315,7 +315,10 @@ def compare(
 ) -> None:
     """A/B: each variant at concurrency 1 and 32, both sizes; variants alternate within each
     round (machines drift), so compare numbers in the same row only."""
-    print(f"\n## A/B, {rounds} round(s) of {duration:.0f} s per cell, img/s (p50 / p99 ms)")
+    print(
+        f"\n## A/B, {rounds} round(s) of {duration:.0f} s per cell: "
+        "img/s (p50 / p99 ms, mean batch)"
+    )
     print("| input | conc | " + " | ".join(v.label for v in variants) + " |")
     print("|---|---|" + "---|" * len(variants))
     cells: dict[tuple[str, int, str], list[str]] = {}
@@ -326,7 +329,7 @@ def compare(
                 for c in (1, 32):
                     r = measure(server, images[k], c, duration)
                     cells.setdefault((k, c, v.label), []).append(
-                        f"{r['ips']:.1f} ({r['p50']:.1f} / {r['p99']:.0f})"
+                        f"{r['ips']:.1f} ({r['p50']:.1f} / {r['p99']:.0f}, b{r['batch']:.1f})"
                     )
             stop_server(server)
     for k in SIZES:

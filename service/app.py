@@ -98,6 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_queue_size=s.max_queue_size,
         metrics=state.metrics,
         thread_initializer=functools.partial(lower_thread_priority, s.model_nice),
+        wait_for_decoding=s.wait_for_decoding,
     )
     state.batcher.start()
     state.batcher.on_crash(lambda: state.set_ready(False))  # never "ready" with a dead queue

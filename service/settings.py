@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_delay_ms: float = Field(
         0.0, ge=0, description="Wait this long for a fuller batch; 0 = never wait when idle."
     )
+    wait_for_decoding: bool = Field(
+        True,
+        description="With max_delay_ms 0, an idle model still waits (up to one model run) for"
+        " images being decoded, rather than run tiny batches when decoding is the bottleneck.",
+    )
     max_queue_size: int = Field(256, ge=1, description="Images waiting; beyond it -> 429.")
     request_timeout_s: float = Field(
         30.0, gt=0, description="Server deadline for a request; a client may only shorten it."

@@ -194,7 +194,9 @@ async def decode_images(
         for job in jobs:
             job.cancel()  # not-yet-started decodes are dropped from the pool's queue
 
-    results = await guard.run(asyncio.gather(*jobs), on_abandon=cancel_pending)
+    assert state.batcher is not None
+    with state.batcher.decoding(len(jobs)):
+        results = await guard.run(asyncio.gather(*jobs), on_abandon=cancel_pending)
     if any(r is None for r in results):  # skipped: the deadline passed as they started
         state.metrics.rejected.labels("deadline").inc()
         raise ApiError(504, "deadline_exceeded", "the request's deadline passed while decoding")

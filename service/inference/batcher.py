@@ -1,9 +1,12 @@
 """Dynamic batching: one bounded queue, one consumer task, a future per image.
 
 Flushes when `max_batch_size` images wait or when the oldest has waited `max_delay_s`
-(0 = never wait when idle: while a batch runs, arrivals pile up and form the next batch, as
-in Triton). Items whose future is already done (client gone, request timed out) are dropped
-before they are computed; items past their deadline fail with DeadlineExceededError.
+(0 = no fixed delay: while a batch runs, arrivals pile up and form the next batch, as in
+Triton). With no fixed delay, an idle model still waits for images already being decoded, up
+to one model run's time (`wait_for_decoding`): when decoding is the bottleneck (large photos)
+that forms real batches instead of runs of one. Items whose future is already done (client
+gone, request timed out) are dropped before they are computed; items past their deadline fail
+with DeadlineExceededError.
 The model runs in a dedicated thread so the event loop stays free.
 """
 
@@ -64,6 +67,7 @@ class DynamicBatcher:
         max_queue_size: int,
         metrics: ServiceMetrics | None = None,
         thread_initializer: Callable[[], None] | None = None,
+        wait_for_decoding: bool = True,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -79,6 +83,8 @@ class DynamicBatcher:
         )
         self._busy = False
         self._reserved = 0  # room held for admitted images not yet queued (being decoded)
+        self.wait_for_decoding = wait_for_decoding
+        self._decoding = 0  # images in the decode pool: they will be submitted soon
         self._batch_time_ewma = 0.0  # seconds per batch, for Retry-After
 
     @property
@@ -133,6 +139,16 @@ class DynamicBatcher:
             yield reservation
         finally:
             self.release(reservation)
+
+    @contextmanager
+    def decoding(self, n: int) -> Iterator[None]:
+        """Mark n images as being decoded, so an idle model can wait for them."""
+        self._decoding += n
+        try:
+            yield
+        finally:
+            self._decoding -= n
+            self._wakeup.set()
 
     def _check_room(self, n: int) -> None:
         if self._closing:
@@ -203,6 +219,28 @@ class DynamicBatcher:
             except asyncio.TimeoutError:
                 return
 
+    async def _wait_for_decoding(self) -> None:
+        """Decoding is the bottleneck (images still decoding, the model idle): wait for them,
+        up to one model run's time, instead of running a small batch that costs more CPU per
+        image. The decode threads use the cores meanwhile, so no capacity is lost."""
+        give_up = time.monotonic() + self._batch_time_ewma
+        while (
+            self._decoding
+            and self._queue
+            and len(self._queue) < self.max_batch_size
+            and not self._closing
+        ):
+            margin = max(1.5 * self._batch_time_ewma, 0.01)  # time to run and answer
+            urgent = min(item.deadline for item in self._queue) - margin
+            remaining = min(give_up, urgent) - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
     def _take_batch(self) -> list[_Item]:
         batch: list[_Item] = []
         now = time.monotonic()
@@ -230,6 +268,8 @@ class DynamicBatcher:
                 continue
             if self.max_delay_s > 0:
                 await self._wait_for_fuller_batch()
+            elif self.wait_for_decoding and self._decoding:
+                await self._wait_for_decoding()
             batch = self._take_batch()
             if not batch:
                 continue

@@ -272,3 +272,42 @@ def test_a_held_reservation_resizes_and_releases_once() -> None:
         assert b.has_room(4) and b.idle
 
     run(main)
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_idle_model_waits_for_images_being_decoded(wait: bool) -> None:
+    model = RecordingModel()
+
+    async def main() -> None:
+        b = DynamicBatcher(
+            model, max_batch_size=8, max_delay_s=0, max_queue_size=100, wait_for_decoding=wait
+        )
+        b._batch_time_ewma = 1.0  # one model run takes 1 s: the longest the model waits
+        b.start()
+        with b.decoding(1):  # another request's image is still being decoded
+            futs = b.submit([sample(1)], far())
+            await asyncio.sleep(0.1)
+            futs += b.submit([sample(2)], far())
+        await asyncio.gather(*futs)
+        await b.stop()
+
+    run(main)
+    assert model.batches == ([[1, 2]] if wait else [[1], [2]])
+
+
+def test_wait_for_decoding_is_capped_at_one_model_run() -> None:
+    model = RecordingModel()
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0, max_queue_size=100)
+        b._batch_time_ewma = 0.1
+        b.start()
+        with b.decoding(1):  # a decode that never finishes in time
+            t0 = time.monotonic()
+            await asyncio.gather(*b.submit([sample(1)], far()))
+            waited = time.monotonic() - t0
+        assert 0.05 < waited < 0.6
+        await b.stop()
+
+    run(main)
+    assert model.batches == [[1]]
