@@ -2,9 +2,9 @@
 
 Flushes when `max_batch_size` images wait or when the oldest has waited `max_delay_s`
 (0 = no fixed delay: while a batch runs, arrivals pile up and form the next batch, as in
-Triton). With no fixed delay, an idle model still waits for images already being decoded, up
-to one model run's time (`wait_for_decoding`): when decoding is the bottleneck (large photos)
-that forms real batches instead of runs of one. Items whose future is already done (client
+Triton). Optionally (`wait_for_decoding`) an idle model waits for images already being
+decoded, up to one model run's time: when decoding is the bottleneck (large photos) that
+forms real batches instead of runs of one. Items whose future is already done (client
 gone, request timed out) are dropped before they are computed; items past their deadline fail
 with DeadlineExceededError.
 The model runs in a dedicated thread so the event loop stays free.
@@ -67,7 +67,7 @@ class DynamicBatcher:
         max_queue_size: int,
         metrics: ServiceMetrics | None = None,
         thread_initializer: Callable[[], None] | None = None,
-        wait_for_decoding: bool = True,
+        wait_for_decoding: bool = False,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size

@@ -299,7 +299,9 @@ def test_wait_for_decoding_is_capped_at_one_model_run() -> None:
     model = RecordingModel()
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0, max_queue_size=100)
+        b = DynamicBatcher(
+            model, max_batch_size=8, max_delay_s=0, max_queue_size=100, wait_for_decoding=True
+        )
         b._batch_time_ewma = 0.1
         b.start()
         with b.decoding(1):  # a decode that never finishes in time
