@@ -25,6 +25,7 @@ import io
 import os
 import queue
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -82,6 +83,32 @@ def reference(artifact_dir: Path, images: dict[str, list[bytes]], n: int) -> dic
         dt = (time.perf_counter() - t0) / reps
         out[f"model_ms_b{b}"] = dt * 1000
         out[f"model_ips_b{b}"] = b / dt
+    return out
+
+
+def single_image_latency(
+    server: Server, artifact_dir: Path, imgs: list[bytes], rounds: int, seconds: float
+) -> list[tuple[float, float, float]]:
+    """Concurrency 1 against its budget, interleaved so machine drift hits both alike: each
+    round times decode + resize (one thread) and the model at batch 1 in this process, then
+    the service's p50 at concurrency 1. Returns (decode ms, model ms, service p50 ms)."""
+    artifact = load_artifact(artifact_dir)
+    prep = artifact.manifest.preprocessing
+    runner = ModelRunner(artifact, "cpu")
+    sample = preprocess(imgs[0], prep, 10**9)[None]
+    runner.run(sample)
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for i in range(30):
+            preprocess(imgs[i % len(imgs)], prep, 10**9)
+        decode_ms = (time.perf_counter() - t0) / 30 * 1000
+        t0 = time.perf_counter()
+        for _ in range(30):
+            runner.run(sample)
+        model_ms = (time.perf_counter() - t0) / 30 * 1000
+        run = asyncio.run(closed_loop(server.port, imgs, 1, seconds, warmup=0.2))
+        out.append((decode_ms, model_ms, pct(run.latencies, 50)))
     return out
 
 
@@ -282,9 +309,11 @@ def measure(
     server: Server, bodies: list[bytes], concurrency: int, duration: float
 ) -> dict[str, float]:
     b_sum, b_cnt = server.metric("mltag_batch_size_sum"), server.metric("mltag_batch_size_count")
-    cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+    cpu0, client0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
     run = asyncio.run(closed_loop(server.port, bodies, concurrency, duration))
-    cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    cpu = (server.cpu_seconds() - cpu0) / elapsed
+    client_cpu = (time.process_time() - client0) / elapsed
     d_sum = server.metric("mltag_batch_size_sum") - b_sum
     d_cnt = server.metric("mltag_batch_size_count") - b_cnt
     return {
@@ -296,6 +325,7 @@ def measure(
         "429": run.rejected,
         "batch": d_sum / d_cnt if d_cnt else float("nan"),
         "cpu": cpu,
+        "client_cpu": client_cpu,
         "rss": server.rss_mb(),
     }
 
@@ -417,9 +447,9 @@ def main() -> None:
     print("\n## Service (closed loop)")
     print(
         "| input | conc | img/s | vs ideal | p50 ms | p95 ms | p99 ms | 429 | err | "
-        "mean batch | server CPU (cores) | RSS MB |"
+        "mean batch | server CPU (cores) | client CPU (cores) | RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     results: dict[tuple[str, int], dict[str, float]] = {}
     for k in SIZES:
         for c in concurrencies:
@@ -428,15 +458,17 @@ def main() -> None:
             print(
                 f"| {k} | {c} | {r['ips']:.1f} | {r['ips'] / ideal[k]:.2f} | {r['p50']:.1f} | "
                 f"{r['p95']:.1f} | {r['p99']:.1f} | {r['429']:.0f} | {r['errors']:.0f} | "
-                f"{r['batch']:.1f} | {r['cpu']:.2f} | {r['rss']:.0f} |"
+                f"{r['batch']:.1f} | {r['cpu']:.2f} | {r['client_cpu']:.2f} | {r['rss']:.0f} |"
             )
-    c1 = results.get(("640x480", 1))
-    if c1:
-        budget = ref["decode_ms_640x480"] + ref["model_ms_b1"]
-        print(
-            f"\n# concurrency 1, 640x480: p50 {c1['p50']:.1f} ms vs decode + model(b1) "
-            f"{budget:.1f} ms = {c1['p50'] / budget:.2f}x"
-        )
+    print("\n## Concurrency 1 vs decode + model(b1), interleaved rounds")
+    print("| input | decode ms | model b1 ms | service p50 ms | ratio |\n|---|---|---|---|---|")
+    for k in SIZES:
+        rows = single_image_latency(server, artifact, images[k], 3 if args.quick else 12, 1.5)
+        for decode_ms, model_ms, p50 in rows:
+            ratio = p50 / (decode_ms + model_ms)
+            print(f"| {k} | {decode_ms:.1f} | {model_ms:.1f} | {p50:.1f} | {ratio:.2f} |")
+        median = statistics.median(p50 / (d + m) for d, m, p50 in rows)
+        print(f"| {k} | | | median ratio | **{median:.2f}** |")
 
     capacity = max(r["ips"] for (k, _), r in results.items() if k == "640x480")
     rss_before = server.rss_mb()

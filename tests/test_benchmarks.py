@@ -60,3 +60,18 @@ def test_peer_finetune_trains_and_scores(jsonl_data: Path, tmp_path: Path) -> No
     result = json.loads((out / "result.json").read_text())
     assert {"mAP", "CF1@0.5", "OF1@0.5", "CF1@thr", "OF1@thr", "train_s"} <= set(result)
     assert weights.is_file()
+
+
+@pytest.mark.slow
+def test_load_benchmark_quick_run() -> None:
+    """benchmarks/load.py against the real default model and service, short cells: every
+    section is printed, no request fails, and the server survives the overload."""
+    out = _run("benchmarks/load.py", "--quick", "--port", "8797")
+    for section in ("## Reference", "## Service (closed loop)", "median ratio", "## Overload",
+                    "batching on vs off"):  # fmt: skip
+        assert section in out, out
+    service_rows = [r for r in out.splitlines() if r.startswith(("| 640x480 | ", "| 1920x1080 | "))]
+    closed_loop = [r.split("|") for r in service_rows if len(r.split("|")) == 15]
+    assert closed_loop and all(int(cells[9]) == 0 for cells in closed_loop), out  # err column
+    overload = out.split("## Overload", 1)[1].splitlines()
+    assert overload[3].rstrip().endswith("| True |"), out  # alive after 4x overload
