@@ -154,6 +154,21 @@ class Server:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds by thread name (the service names its model and decode threads; ONNX
+        Runtime's workers inherit the model's name; the rest is the event loop and Python)."""
+        out: dict[str, float] = {}
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                comm = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended
+                continue
+            group = comm if comm in ("mltag-model", "mltag-decode") else "loop+other"
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            out[group] = out.get(group, 0.0) + cpu
+        return out
+
     def rss_mb(self) -> float:
         m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{self.proc.pid}/status").read_text())
         return int(m.group(1)) / 1024 if m else float("nan")
@@ -309,11 +324,17 @@ def measure(
     server: Server, bodies: list[bytes], concurrency: int, duration: float
 ) -> dict[str, float]:
     b_sum, b_cnt = server.metric("mltag_batch_size_sum"), server.metric("mltag_batch_size_count")
+    threads0 = server.thread_cpu()
     cpu0, client0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
     run = asyncio.run(closed_loop(server.port, bodies, concurrency, duration))
     elapsed = time.perf_counter() - t0
     cpu = (server.cpu_seconds() - cpu0) / elapsed
     client_cpu = (time.process_time() - client0) / elapsed
+    threads1 = server.thread_cpu()
+    per_image = {  # server CPU ms per image answered, by thread group
+        f"ms_{k}": (threads1.get(k, 0.0) - threads0.get(k, 0.0)) * 1000 / max(run.ok, 1)
+        for k in ("mltag-model", "mltag-decode", "loop+other")
+    }
     d_sum = server.metric("mltag_batch_size_sum") - b_sum
     d_cnt = server.metric("mltag_batch_size_count") - b_cnt
     return {
@@ -327,6 +348,7 @@ def measure(
         "cpu": cpu,
         "client_cpu": client_cpu,
         "rss": server.rss_mb(),
+        **per_image,
     }
 
 
@@ -460,6 +482,13 @@ def main() -> None:
                 f"{r['p95']:.1f} | {r['p99']:.1f} | {r['429']:.0f} | {r['errors']:.0f} | "
                 f"{r['batch']:.1f} | {r['cpu']:.2f} | {r['client_cpu']:.2f} | {r['rss']:.0f} |"
             )
+    print("\n## Where the server's CPU goes: ms per image, by thread")
+    print("| input | conc | model (+ ORT workers) | decode | event loop + other | total |")
+    print("|---|---|---|---|---|---|")
+    for (k, c), r in results.items():
+        parts = [r["ms_mltag-model"], r["ms_mltag-decode"], r["ms_loop+other"]]
+        print(f"| {k} | {c} | " + " | ".join(f"{v:.2f}" for v in parts) + f" | {sum(parts):.2f} |")
+
     print("\n## Concurrency 1 vs decode + model(b1), interleaved rounds")
     print("| input | decode ms | model b1 ms | service p50 ms | ratio |\n|---|---|---|---|---|")
     for k in SIZES:

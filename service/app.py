@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import gc
 import logging
 import os
+import sys
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,22 @@ def decode_thread_count(settings: Settings) -> int:
     return settings.decode_threads or available_cores()
 
 
+def name_os_thread(name: str) -> None:
+    """Give the calling thread an OS-visible name (`top -H`, /proc/PID/task/*/comm; threads it
+    starts, such as ONNX Runtime's workers, inherit it). Linux only; 15 bytes at most."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
+def worker_thread_setup(name: str, nice: int) -> None:
+    """Pool initializer for the model and decode threads: name, then lower priority."""
+    name_os_thread(name)
+    lower_thread_priority(nice)
+
+
 def lower_thread_priority(nice: int) -> None:
     """Pool initializer: make the calling thread `nice` steps less important (Linux nice is
     per thread). ONNX Runtime splits each op evenly over its threads, so a core taken by a
@@ -56,7 +74,9 @@ def load_model(state: ServiceState) -> None:
     Image.MAX_IMAGE_PIXELS = s.max_image_pixels
     artifact = load_artifact(s.artifact_dir)
     # ONNX Runtime's worker threads inherit the priority of the thread creating the session.
-    with ThreadPoolExecutor(1, initializer=lower_thread_priority, initargs=(s.model_nice,)) as t:
+    with ThreadPoolExecutor(
+        1, initializer=worker_thread_setup, initargs=("mltag-model", s.model_nice)
+    ) as t:
         runner = t.submit(
             ModelRunner, artifact, s.provider, s.require_gpu, s.intra_op_threads
         ).result()
@@ -88,8 +108,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.decode_pool = ThreadPoolExecutor(
         max_workers=decode_thread_count(s),
         thread_name_prefix="mltag-decode",
-        initializer=lower_thread_priority,
-        initargs=(s.decode_nice,),
+        initializer=worker_thread_setup,
+        initargs=("mltag-decode", s.decode_nice),
     )
     state.batcher = DynamicBatcher(
         state.runner.run,
@@ -97,7 +117,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_delay_s=s.max_delay_ms / 1000.0,
         max_queue_size=s.max_queue_size,
         metrics=state.metrics,
-        thread_initializer=functools.partial(lower_thread_priority, s.model_nice),
+        thread_initializer=functools.partial(worker_thread_setup, "mltag-model", s.model_nice),
         wait_for_decoding=s.wait_for_decoding,
     )
     state.batcher.start()

@@ -56,6 +56,8 @@ def test_model_threads_rank_between_the_event_loop_and_decoding(demo_artifact_di
     ort_workers = tids() - before
     assert ort_workers, "expected ONNX Runtime to start an intra-op worker thread"
     assert {nice_of(t) for t in ort_workers} == {min(19, base + 4)}
+    names = {Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in ort_workers}
+    assert names == {"mltag-model"}  # inherited: `top -H` and load.py attribute their CPU
     assert _thread_nice() == base
 
     assert state.runner is not None
@@ -64,3 +66,15 @@ def test_model_threads_rank_between_the_event_loop_and_decoding(demo_artifact_di
     )
     assert batcher._executor.submit(_thread_nice).result() == min(19, base + 4)
     batcher._executor.shutdown()
+
+
+def test_worker_threads_get_os_visible_names() -> None:
+    from service.app import worker_thread_setup
+
+    def comm() -> str:
+        return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+    before = comm()
+    with ThreadPoolExecutor(1, initializer=worker_thread_setup, initargs=("mltag-decode", 0)) as p:
+        assert p.submit(comm).result() == "mltag-decode"
+    assert comm() == before
