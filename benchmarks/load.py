@@ -385,7 +385,7 @@ def compare(
     round (machines drift), so compare numbers in the same row only."""
     print(
         f"\n## A/B, {rounds} round(s) of {duration:.0f} s per cell: "
-        "img/s (p50 / p99 ms, mean batch)"
+        "img/s (p50 / p99 ms, mean batch, decode CPU ms per image)"
     )
     print("| input | conc | " + " | ".join(v.label for v in variants) + " |")
     print("|---|---|" + "---|" * len(variants))
@@ -397,7 +397,8 @@ def compare(
                 for c in (1, 32):
                     r = measure(server, images[k], c, duration)
                     cells.setdefault((k, c, v.label), []).append(
-                        f"{r['ips']:.1f} ({r['p50']:.1f} / {r['p99']:.0f}, b{r['batch']:.1f})"
+                        f"{r['ips']:.1f} ({r['p50']:.1f} / {r['p99']:.0f}, b{r['batch']:.1f}, "
+                        f"d{r['ms_mltag-decode']:.1f})"
                     )
             stop_server(server)
     for k in SIZES:

@@ -1,4 +1,5 @@
-"""Thread priorities (Linux): the event loop first, then the model's threads, then decoding."""
+"""Process tuning (Linux): thread priorities (event loop, then model, then decoding), OS thread
+names, glibc malloc thresholds."""
 
 from __future__ import annotations
 
@@ -78,3 +79,12 @@ def test_worker_threads_get_os_visible_names() -> None:
     with ThreadPoolExecutor(1, initializer=worker_thread_setup, initargs=("mltag-decode", 0)) as p:
         assert p.submit(comm).result() == "mltag-decode"
     assert comm() == before
+
+
+def test_malloc_tuning_applies_on_glibc() -> None:
+    from service.app import tune_malloc
+
+    if not os.confstr("CS_GNU_LIBC_VERSION"):
+        pytest.skip("not glibc")
+    assert tune_malloc(False) is False  # the setting turns it off
+    assert tune_malloc(True) is True  # mallopt accepted both thresholds
