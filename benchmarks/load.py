@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mltag_artifact import load_artifact  # noqa: E402
+from service.app import tune_malloc  # noqa: E402
 from service.inference.model import ModelRunner, available_cores  # noqa: E402
 from service.inference.preprocess import preprocess  # noqa: E402
 
@@ -438,6 +439,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    tune_malloc(True)  # the in-process reference and ideal pipeline get the service's tuning
     if args.quick:
         args.duration, args.overload_s, args.concurrency = 3.0, 5.0, "1,32"
     artifact = args.artifact or ROOT / "models" / "default"
