@@ -386,7 +386,7 @@ def compare(
     round (machines drift), so compare numbers in the same row only."""
     print(
         f"\n## A/B, {rounds} round(s) of {duration:.0f} s per cell: "
-        "img/s (p50 / p99 ms, mean batch, decode CPU ms per image)"
+        "img/s (p50 / p99 ms, mean batch, model and decode CPU ms per image)"
     )
     print("| input | conc | " + " | ".join(v.label for v in variants) + " |")
     print("|---|---|" + "---|" * len(variants))
@@ -399,7 +399,7 @@ def compare(
                     r = measure(server, images[k], c, duration)
                     cells.setdefault((k, c, v.label), []).append(
                         f"{r['ips']:.1f} ({r['p50']:.1f} / {r['p99']:.0f}, b{r['batch']:.1f}, "
-                        f"d{r['ms_mltag-decode']:.1f})"
+                        f"m{r['ms_mltag-model']:.1f} d{r['ms_mltag-decode']:.1f})"
                     )
             stop_server(server)
     for k in SIZES:
