@@ -205,34 +205,27 @@ class DynamicBatcher:
             self._metrics.queue_depth.set(len(self._queue))
 
     async def _wait_for_fuller_batch(self) -> None:
-        while len(self._queue) < self.max_batch_size and not self._closing:
-            # Never wait past the point where the most urgent image would miss its deadline.
-            margin = max(1.5 * self._batch_time_ewma, 0.01)  # time to run and answer
-            urgent = min(item.deadline for item in self._queue) - margin
-            flush_at = min(self._queue[0].enqueued + self.max_delay_s, urgent)
-            remaining = flush_at - time.monotonic()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except asyncio.TimeoutError:
-                return
+        await self._wait_for_arrivals(self._queue[0].enqueued + self.max_delay_s, lambda: True)
 
     async def _wait_for_decoding(self) -> None:
         """Decoding is the bottleneck (images still decoding, the model idle): wait for them,
         up to one model run's time, instead of running a small batch that costs more CPU per
         image. The decode threads use the cores meanwhile, so no capacity is lost."""
         give_up = time.monotonic() + self._batch_time_ewma
+        await self._wait_for_arrivals(give_up, lambda: self._decoding > 0)
+
+    async def _wait_for_arrivals(self, until: float, worth_it: Callable[[], bool]) -> None:
+        """Let the batch grow while `worth_it()`, until `until`, the batch is full, or the
+        most urgent queued image would otherwise miss its deadline."""
         while (
-            self._decoding
+            worth_it()
             and self._queue
             and len(self._queue) < self.max_batch_size
             and not self._closing
         ):
             margin = max(1.5 * self._batch_time_ewma, 0.01)  # time to run and answer
             urgent = min(item.deadline for item in self._queue) - margin
-            remaining = min(give_up, urgent) - time.monotonic()
+            remaining = min(until, urgent) - time.monotonic()
             if remaining <= 0:
                 return
             self._wakeup.clear()

@@ -66,3 +66,11 @@ def live_server(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def in_flight(url: str) -> float:
+    """The service's `mltag_requests_in_flight` gauge."""
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("mltag_requests_in_flight "):
+            return float(line.split()[1])
+    return 0.0

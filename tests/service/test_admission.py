@@ -12,14 +12,7 @@ import pytest
 from mltag_artifact import Artifact
 
 from .images import RED, solid
-from .live import live_server
-
-
-def _in_flight(url: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith("mltag_requests_in_flight "):
-            return float(line.split()[1])
-    return 0.0
+from .live import in_flight, live_server
 
 
 def _read_response(sock: socket.socket) -> tuple[int, bytes]:
@@ -52,7 +45,7 @@ def test_admitted_request_keeps_its_slot_through_a_slow_upload(
         ).encode()
         slow.sendall(head + image[:10])  # the upload starts, then stalls
         deadline = time.monotonic() + 10
-        while _in_flight(server.url) < 1:
+        while in_flight(server.url) < 1:
             assert time.monotonic() < deadline, "the slow request never arrived"
             time.sleep(0.01)
 

@@ -14,18 +14,11 @@ import pytest
 from mltag_artifact import Artifact
 
 from .images import RED, solid
-from .live import live_server
+from .live import in_flight, live_server
 
 pytestmark = pytest.mark.integration
 
 N_ACCEPTED = 24
-
-
-def _in_flight(url: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith("mltag_requests_in_flight "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_sigterm_finishes_every_accepted_request(
@@ -50,7 +43,7 @@ def test_sigterm_finishes_every_accepted_request(
         with ThreadPoolExecutor(N_ACCEPTED) as pool:
             futures = [pool.submit(tag) for _ in range(N_ACCEPTED)]
             deadline = time.monotonic() + 20
-            while _in_flight(url) < N_ACCEPTED:  # every request accepted and in progress
+            while in_flight(url) < N_ACCEPTED:  # every request accepted and in progress
                 assert time.monotonic() < deadline, "requests never all got in flight"
                 time.sleep(0.005)
             server.process.send_signal(signal.SIGTERM)
@@ -128,7 +121,7 @@ def test_drain_timeout_bounds_shutdown_and_answers_json(
                 headers={"content-type": "image/png"}, timeout=30,
             )  # fmt: skip
             deadline = time.monotonic() + 10
-            while _in_flight(server.url) < 1:
+            while in_flight(server.url) < 1:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             t0 = time.monotonic()
@@ -151,7 +144,7 @@ def test_second_signal_exits_at_once(
             httpx.post, server.url + "/tag", content=solid(RED),
             headers={"content-type": "image/png"}, timeout=30,
         )  # fmt: skip
-        while _in_flight(server.url) < 1:
+        while in_flight(server.url) < 1:
             time.sleep(0.01)
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
