@@ -82,7 +82,7 @@ class DynamicBatcher:
             max_workers=1, thread_name_prefix="mltag-model", initializer=thread_initializer
         )
         self._busy = False
-        self._reserved = 0  # room held for admitted images not yet queued (being decoded)
+        self._reserved = 0  # room held for admitted images not yet queued (uploading, decoding)
         self.wait_for_decoding = wait_for_decoding
         self._decoding = 0  # images in the decode pool: they will be submitted soon
         self._batch_time_ewma = 0.0  # seconds per batch, for Retry-After
