@@ -1,7 +1,7 @@
 """Load benchmark: the real service on loopback vs the ideal in-process pipeline, same run.
 
     .venv/bin/python benchmarks/load.py [--artifact DIR] [--duration 15] [--quick]
-    .venv/bin/python benchmarks/load.py --compare decode_nice=0,10     # A/B a setting
+    .venv/bin/python benchmarks/load.py --compare decode_nice=5,15     # A/B a setting
     .venv/bin/python benchmarks/load.py --baseline /tmp/base           # A/B a code change
 
 Measures, in one run on this machine:
@@ -30,10 +30,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -262,11 +263,24 @@ class Run:
 
 
 async def closed_loop(
-    port: int, bodies: Sequence[bytes], concurrency: int, duration: float, warmup: float = 2.0
+    port: int,
+    bodies: Sequence[bytes],
+    concurrency: int,
+    duration: float,
+    warmup: float = 2.0,
+    on_measure_start: Callable[[], None] | None = None,
 ) -> Run:
+    """`concurrency` connections, each sending its next request when the last is answered.
+    Only requests sent after `warmup` count; `on_measure_start` runs at that moment (so CPU
+    counters can be read over exactly the measured window)."""
     run = Run()
     start = time.perf_counter()
     measure_from, stop_at = start + warmup, start + warmup + duration
+
+    async def mark_start() -> None:
+        await asyncio.sleep(warmup)
+        if on_measure_start is not None:
+            on_measure_start()
 
     async def worker(k: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -280,7 +294,7 @@ async def closed_loop(
                 _record(run, status, done - now)
         writer.close()
 
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    await asyncio.gather(mark_start(), *(worker(k) for k in range(concurrency)))
     run.wall = duration
     return run
 
@@ -339,15 +353,33 @@ def measure(
     server: Server, bodies: list[bytes], concurrency: int, duration: float
 ) -> dict[str, float]:
     b_sum, b_cnt = server.metric("mltag_batch_size_sum"), server.metric("mltag_batch_size_count")
-    threads0 = server.thread_cpu()
-    cpu0, client0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
-    run = asyncio.run(closed_loop(server.port, bodies, concurrency, duration))
-    elapsed = time.perf_counter() - t0
-    cpu = (server.cpu_seconds() - cpu0) / elapsed
-    client_cpu = (time.process_time() - client0) / elapsed
-    threads1 = server.thread_cpu()
-    per_image = {  # server CPU ms per image answered, by thread group
-        f"ms_{k}": (threads1.get(k, 0.0) - threads0.get(k, 0.0)) * 1000 / max(run.ok, 1)
+    at_start: dict[str, Any] = {}
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "threads": server.thread_cpu(),
+            "cpu": server.cpu_seconds(),
+            "client": time.process_time(),
+            "t": time.perf_counter(),
+        }
+
+    run = asyncio.run(
+        closed_loop(
+            server.port,
+            bodies,
+            concurrency,
+            duration,
+            on_measure_start=lambda: at_start.update(snapshot()),
+        )
+    )
+    end = snapshot()  # requests sent before the window closed are still being answered
+    elapsed = end["t"] - at_start["t"]
+    cpu = (end["cpu"] - at_start["cpu"]) / elapsed
+    client_cpu = (end["client"] - at_start["client"]) / elapsed
+    per_image = {  # server CPU ms per image answered, by thread group, over the same window
+        f"ms_{k}": (end["threads"].get(k, 0.0) - at_start["threads"].get(k, 0.0))
+        * 1000
+        / max(run.ok, 1)
         for k in ("mltag-model", "mltag-decode", "loop+other")
     }
     d_sum = server.metric("mltag_batch_size_sum") - b_sum
@@ -427,7 +459,7 @@ def main() -> None:
     parser.add_argument(
         "--compare",
         metavar="SETTING=A,B",
-        help="only A/B a service setting, e.g. decode_nice=0,10: concurrency 1 and 32, both "
+        help="only A/B a service setting, e.g. decode_nice=5,15: concurrency 1 and 32, both "
         "sizes, servers alternated over --rounds",
     )
     parser.add_argument(

@@ -60,11 +60,13 @@ class Settings(BaseSettings):
         " inference never starves the event loop (HTTP, 429s, health probes); 0 = same.",
     )
     decode_nice: int = Field(
-        15,
+        5,
         ge=0,
         le=19,
-        description="Lower decode threads' CPU priority by this much (Linux); keep it well"
-        " above model_nice so decoding yields cores to the model's threads; 0 = same.",
+        description="Lower decode threads' CPU priority by this much (Linux). Equal to"
+        " model_nice, decoding and inference share the cores, so decoded images pile up"
+        " into batches; well above it, decoding only fills the model's idle time and"
+        " decode-bound input (large photos) runs at batch ~1.",
     )
 
     malloc_tuning: bool = Field(
