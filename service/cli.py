@@ -73,6 +73,7 @@ def _serve(settings: Settings, state: ServiceState) -> int:
     import uvicorn
 
     from .app import create_app
+    from .http import coalescing_protocol
 
     class DrainingServer(uvicorn.Server):
         """First SIGTERM/SIGINT: drain (stop admitting, finish accepted work, at most
@@ -106,6 +107,7 @@ def _serve(settings: Settings, state: ServiceState) -> int:
         # still running after that gets one more second, then a JSON 503.
         timeout_graceful_shutdown=1,
         server_header=False,
+        http=coalescing_protocol() or "auto",  # one write per small response
     )
     server = DrainingServer(config)
     server.run()

@@ -41,6 +41,22 @@ class TagOptions(BaseModel):
     )
 
 
+class TagQuery(BaseModel):
+    """POST /tag's query string. Lax, unlike TagOptions: every query value arrives as text."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    top_k: int | None = Field(None, ge=1, le=10_000, description="At most k tags per image.")
+    min_score: float | None = Field(
+        None, ge=0, le=1, description="One threshold for all labels (overrides calibration)."
+    )
+    thresholds: str | None = Field(
+        None, description='Per-label threshold overrides as JSON, e.g. {"dog": 0.3}.'
+    )
+    all_scores: bool = Field(False, description="Also return every label's score.")
+    timeout_ms: float | None = Field(None, gt=0, description="Shorten the server deadline.")
+
+
 class ImageIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 

@@ -74,3 +74,19 @@ def in_flight(url: str) -> float:
         if line.startswith("mltag_requests_in_flight "):
             return float(line.split()[1])
     return 0.0
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One whole HTTP/1.1 response (Content-Length framed) from a raw socket: status, body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-response")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))  # fmt: skip
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split()[1]), body

@@ -12,19 +12,7 @@ import pytest
 from mltag_artifact import Artifact
 
 from .images import RED, solid
-from .live import in_flight, live_server
-
-
-def _read_response(sock: socket.socket) -> tuple[int, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length")))  # fmt: skip
-    while len(body) < length:
-        body += sock.recv(65536)
-    return int(head.split()[1]), body
+from .live import in_flight, live_server, read_response
 
 
 def test_admitted_request_keeps_its_slot_through_a_slow_upload(
@@ -58,7 +46,7 @@ def test_admitted_request_keeps_its_slot_through_a_slow_upload(
         assert refused_in < 1.0
 
         slow.sendall(image[10:])  # the admitted request completes: never refused late
-        status, body = _read_response(slow)
+        status, body = read_response(slow)
         slow.close()
         assert status == 200, body
         again = httpx.post(server.url + "/tag", content=image,

@@ -63,6 +63,22 @@ def test_raw_body_and_json_base64(client: TestClient) -> None:
     assert result["scores"]["red"] > 0.9 > result["scores"]["green"]
 
 
+def test_query_string_options_are_parsed_from_text(client: TestClient) -> None:
+    img = {"content": solid(RED), "headers": {"content-type": "image/png"}}
+    r = client.post("/tag?all_scores=true&top_k=1&min_score=0&unknown=x", **img)
+    assert r.status_code == 200, r.text
+    result = r.json()["results"][0]
+    assert len(result["tags"]) == 1 and list(result["scores"]) == LABELS
+    assert "scores" not in client.post("/tag?all_scores=false", **img).json()["results"][0]
+    bad = [("top_k=two", "top_k"), ("min_score=high", "min_score"),
+           ("all_scores=maybe", "all_scores"), ("timeout_ms=-5", "timeout_ms")]  # fmt: skip
+    for query, name in bad:
+        r = client.post(f"/tag?{query}", **img)
+        assert r.status_code == 422, query
+        assert r.json()["error"]["code"] == "invalid_request"
+        assert r.json()["error"]["message"].startswith(f"{name}: "), r.text
+
+
 def test_options_override_thresholds(client: TestClient) -> None:
     img = {"content": solid((200, 190, 20)), "headers": {"content-type": "image/png"}}
     yellow = client.post("/tag", **img).json()["results"][0]
