@@ -90,10 +90,12 @@ def reference(artifact_dir: Path, images: dict[str, list[bytes]], n: int) -> dic
 
 def single_image_latency(
     server: Server, artifact_dir: Path, imgs: list[bytes], rounds: int, seconds: float
-) -> list[tuple[float, float, float]]:
+) -> list[tuple[float, float, float, float]]:
     """Concurrency 1 against its budget, interleaved so machine drift hits both alike: each
-    round times decode + resize (one thread) and the model at batch 1 in this process, then
-    the service's p50 at concurrency 1. Returns (decode ms, model ms, service p50 ms)."""
+    round times decode + resize (one thread) and the model at batch 1 in this process, each
+    on its own (the issue's budget is their sum), then one image after another through both
+    in one thread (what a server without HTTP could do), then the service's p50 at
+    concurrency 1. Returns (decode ms, model ms, sequential ms, service p50 ms)."""
     artifact = load_artifact(artifact_dir)
     prep = artifact.manifest.preprocessing
     runner = ModelRunner(artifact, "cpu")
@@ -109,8 +111,12 @@ def single_image_latency(
         for _ in range(30):
             runner.run(sample)
         model_ms = (time.perf_counter() - t0) / 30 * 1000
+        t0 = time.perf_counter()
+        for i in range(30):
+            runner.run(preprocess(imgs[i % len(imgs)], prep, 10**9)[None])
+        sequential_ms = (time.perf_counter() - t0) / 30 * 1000
         run = asyncio.run(closed_loop(server.port, imgs, 1, seconds, warmup=0.2))
-        out.append((decode_ms, model_ms, pct(run.latencies, 50)))
+        out.append((decode_ms, model_ms, sequential_ms, pct(run.latencies, 50)))
     return out
 
 
@@ -126,6 +132,26 @@ def interleaved_vs_ideal(
         r = measure(server, imgs, 32, n / ideal)  # about as long as the ideal took
         out.append((ideal, r["ips"], r["p99"]))
     return out
+
+
+def batching_on_off(
+    artifact_dir: Path, imgs: list[bytes], port: int, rounds: int, seconds: float
+) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """Concurrency 32 on two servers, max batch 16 and 1, measured alternately. Returns
+    (on, off) measurements per round."""
+    on, _ = start_server(artifact_dir, port + 1, max_batch_size="16")
+    off, _ = start_server(artifact_dir, port + 2, max_batch_size="1")
+    try:
+        return [
+            (measure(on, imgs, 32, seconds), measure(off, imgs, 32, seconds)) for _ in range(rounds)
+        ]
+    finally:
+        stop_server(on)
+        stop_server(off)
+
+
+def _cpu_split(r: dict[str, float]) -> str:
+    return f"{r['ms_mltag-model']:.1f} / {r['ms_mltag-decode']:.1f} / {r['ms_loop+other']:.1f}"
 
 
 def ideal_pipeline(artifact_dir: Path, imgs: list[bytes], batch: int, n: int) -> float:
@@ -555,14 +581,20 @@ def main() -> None:
         print(f"| {k} | {c} | " + " | ".join(f"{v:.2f}" for v in parts) + f" | {sum(parts):.2f} |")
 
     print("\n## Concurrency 1 vs decode + model(b1), interleaved rounds")
-    print("| input | decode ms | model b1 ms | service p50 ms | ratio |\n|---|---|---|---|---|")
+    print(
+        "| input | decode ms | model b1 ms | sequential ms | service p50 ms "
+        "| ratio (vs decode + model) | vs sequential |\n|---|---|---|---|---|---|---|"
+    )
     for k in SIZES:
         rows = single_image_latency(server, artifact, images[k], 3 if args.quick else 12, 1.5)
-        for decode_ms, model_ms, p50 in rows:
-            ratio = p50 / (decode_ms + model_ms)
-            print(f"| {k} | {decode_ms:.1f} | {model_ms:.1f} | {p50:.1f} | {ratio:.2f} |")
-        median = statistics.median(p50 / (d + m) for d, m, p50 in rows)
-        print(f"| {k} | | | median ratio | **{median:.2f}** |")
+        for decode_ms, model_ms, seq_ms, p50 in rows:
+            print(
+                f"| {k} | {decode_ms:.1f} | {model_ms:.1f} | {seq_ms:.1f} | {p50:.1f} "
+                f"| {p50 / (decode_ms + model_ms):.2f} | {p50 / seq_ms:.2f} |"
+            )
+        median = statistics.median(p / (d + m) for d, m, _, p in rows)
+        median_seq = statistics.median(p / q for _, _, q, p in rows)
+        print(f"| {k} | | | | median ratios | **{median:.2f}** | **{median_seq:.2f}** |")
 
     capacity = max(r["ips"] for (k, _), r in results.items() if k == "640x480")
     rss_before = server.rss_mb()
@@ -585,15 +617,21 @@ def main() -> None:
     )
     stop_server(server)
 
-    server, _ = start_server(artifact, args.port, max_batch_size="1")
-    off = measure(server, images["640x480"], 32, args.duration)
-    stop_server(server)
-    on = results.get(("640x480", 32))
-    if on:
+    print(
+        "\n## Batching on (max batch 16) vs off (max batch 1) at concurrency 32, 640x480, "
+        "interleaved rounds\n| on img/s | off img/s | ratio | on: server CPU ms per image, "
+        "model / decode / loop | off: same |\n|---|---|---|---|---|"
+    )
+    rows = batching_on_off(
+        artifact, images["640x480"], args.port, 1 if args.quick else 4, args.duration / 2
+    )
+    for on, off in rows:
         print(
-            f"\n# batching on vs off (max batch 1) at concurrency 32, 640x480: "
-            f"{on['ips']:.1f} vs {off['ips']:.1f} img/s = {on['ips'] / off['ips']:.2f}x"
+            f"| {on['ips']:.1f} | {off['ips']:.1f} | {on['ips'] / off['ips']:.2f} "
+            f"| {_cpu_split(on)} | {_cpu_split(off)} |"
         )
+    median = statistics.median(on["ips"] / off["ips"] for on, off in rows)
+    print(f"| | median ratio | **{median:.2f}** | | |")
 
 
 if __name__ == "__main__":
