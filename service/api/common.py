@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -236,6 +237,32 @@ async def infer_samples(
         if isinstance(r, BaseException):
             raise ApiError(500, "inference_failed", f"model inference failed: {r}") from r
     return [r for r in results if isinstance(r, np.ndarray)]
+
+
+async def decode_and_infer(
+    state: ServiceState, payloads: list[bytes], guard: RequestGuard, reservation: Reservation
+) -> tuple[list[np.ndarray | ImageError], list[np.ndarray]]:
+    """Decode every image, then run the decoded ones through the model (room reserved by
+    `admitted`). Returns each image's decoded array or error, and the probabilities of the
+    decoded ones, in order. A single image on an otherwise idle service takes the batcher's
+    fast path: decode and model in one trip to the model thread."""
+    batcher = state.batcher
+    assert batcher is not None
+    if len(payloads) == 1 and batcher.can_run_alone(reservation):
+        prepare = functools.partial(_preprocess_timed, state, payloads[0], guard)
+        try:
+            sample, probs = await guard.run(batcher.run_alone(prepare, reservation))
+        except ApiError:
+            raise
+        except Exception as e:
+            raise ApiError(500, "inference_failed", f"model inference failed: {e}") from e
+        if sample is None:  # skipped: the deadline passed as it started
+            state.metrics.rejected.labels("deadline").inc()
+            raise ApiError(504, "deadline_exceeded", "the request's deadline passed while decoding")
+        return [sample], [] if probs is None else [probs]
+    decoded = await decode_images(state, payloads, guard)
+    samples = [d for d in decoded if not isinstance(d, ImageError)]
+    return decoded, await infer_samples(state, samples, guard, reservation)
 
 
 def image_error(e: ImageError) -> ApiError:

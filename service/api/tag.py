@@ -20,11 +20,10 @@ from ..state import ServiceState
 from .common import (
     RequestGuard,
     admitted,
-    decode_images,
+    decode_and_infer,
     get_ready_state,
     held_reservation,
     image_error,
-    infer_samples,
     request_deadline,
     run_in_pool,
 )
@@ -276,13 +275,11 @@ async def _tag(
 
     held = held_reservation(request)
     with admitted(state, len(payloads), held) as reservation:  # 429 before decoding
-        decoded = await decode_images(state, payloads, guard)
-        if len(decoded) == 1 and isinstance(decoded[0], ImageError):
-            state.metrics.images.labels("error").inc()
-            raise image_error(decoded[0])  # a single bad image is the request's own error
-        ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
-        samples = [d for d in decoded if not isinstance(d, ImageError)]
-        probs = await infer_samples(state, samples, guard, reservation)
+        decoded, probs = await decode_and_infer(state, payloads, guard, reservation)
+    if len(decoded) == 1 and isinstance(decoded[0], ImageError):
+        state.metrics.images.labels("error").inc()
+        raise image_error(decoded[0])  # a single bad image is the request's own error
+    ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
     by_index = dict(zip(ok, probs, strict=True))
 
     assert state.artifact is not None

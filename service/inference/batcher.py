@@ -13,6 +13,7 @@ The model runs in a dedicated thread so the event loop stays free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -21,12 +22,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from ..metrics import ServiceMetrics
 
 log = logging.getLogger("mltag.batcher")
+T = TypeVar("T")
 
 
 class QueueFullError(Exception):
@@ -82,6 +85,7 @@ class DynamicBatcher:
             max_workers=1, thread_name_prefix="mltag-model", initializer=thread_initializer
         )
         self._busy = False
+        self._alone = False  # the idle fast path holds the model thread
         self._reserved = 0  # room held for admitted images not yet queued (uploading, decoding)
         self.wait_for_decoding = wait_for_decoding
         self._decoding = 0  # images in the decode pool: they will be submitted soon
@@ -92,8 +96,13 @@ class DynamicBatcher:
         return len(self._queue)
 
     @property
+    def running(self) -> bool:
+        """The model thread is computing (a batch, or the idle fast path)."""
+        return self._busy or self._alone
+
+    @property
     def idle(self) -> bool:
-        return not self._queue and not self._busy and self._reserved == 0
+        return not self._queue and not self._busy and not self._alone and self._reserved == 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="mltag-batcher")
@@ -149,6 +158,59 @@ class DynamicBatcher:
         finally:
             self._decoding -= n
             self._wakeup.set()
+
+    def can_run_alone(self, reservation: Reservation) -> bool:
+        """True when the request holding `reservation` is the only work in the service:
+        nothing queued, running, decoding or admitted besides it, and no fixed batching delay
+        is set (a configured delay is a request to wait for company)."""
+        return (
+            self.max_delay_s == 0
+            and not self._queue
+            and not self._busy
+            and not self._alone
+            and self._decoding == 0
+            and self._reserved == reservation.remaining
+            and not self._closing
+        )
+
+    async def run_alone(
+        self, prepare: Callable[[], np.ndarray | T], reservation: Reservation
+    ) -> tuple[np.ndarray | T, np.ndarray | None]:
+        """The idle fast path for one image: `prepare` (decode) and the model run in a single
+        trip to the model thread, skipping the two hand-offs through the event loop between
+        them (~0.3 ms of a concurrency-1 request). Returns (prepare's result, probabilities,
+        or None when prepare gave no sample). Call only when `can_run_alone`. Like a queued
+        image taken into a batch, the image stops holding queue room as it starts; images
+        queued meanwhile wait and form the next batch."""
+        loop = asyncio.get_running_loop()
+        self._alone = True
+        reservation.remaining -= 1
+        self._reserved -= 1
+
+        def job() -> tuple[np.ndarray | T, np.ndarray | None, float]:
+            sample = prepare()
+            if not isinstance(sample, np.ndarray):
+                return sample, None, 0.0
+            t0 = time.monotonic()
+            probs = self._stack_and_run([sample])[0]
+            return sample, probs, time.monotonic() - t0
+
+        def finished(_: object) -> None:  # when the thread is done, even if nobody waits
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(self._alone_finished)
+
+        work = self._executor.submit(job)
+        work.add_done_callback(finished)
+        sample, probs, elapsed = await asyncio.wrap_future(work)
+        if probs is not None:
+            self._record_batch(1, elapsed)
+            if self._metrics is not None:
+                self._metrics.queue_wait.observe(0.0)
+        return sample, probs
+
+    def _alone_finished(self) -> None:
+        self._alone = False
+        self._wakeup.set()  # anything queued meanwhile runs now
 
     def _check_room(self, n: int) -> None:
         if self._closing:
@@ -253,8 +315,8 @@ class DynamicBatcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                if self._closing:
+            if not self._queue or self._alone:  # the fast path has the model thread
+                if self._closing and not self._queue:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -279,14 +341,16 @@ class DynamicBatcher:
                 continue
             finally:
                 self._busy = False
-            elapsed = time.monotonic() - t0
-            self._batch_time_ewma = 0.8 * self._batch_time_ewma + 0.2 * elapsed
-            if self._metrics is not None:
-                self._metrics.inference_duration.observe(elapsed)
-                self._metrics.batch_size.observe(len(batch))
+            self._record_batch(len(batch), time.monotonic() - t0)
             for item, row in zip(batch, probs, strict=True):
                 if not item.future.done():
                     item.future.set_result(row)
+
+    def _record_batch(self, size: int, elapsed: float) -> None:
+        self._batch_time_ewma = 0.8 * self._batch_time_ewma + 0.2 * elapsed
+        if self._metrics is not None:
+            self._metrics.inference_duration.observe(elapsed)
+            self._metrics.batch_size.observe(size)
 
     def _stack_and_run(self, samples: list[np.ndarray]) -> np.ndarray:
         out = self._run_batch(np.stack(samples))

@@ -442,7 +442,7 @@ def test_queue_full_is_429_with_retry_after(make_client: ClientFactory) -> None:
         batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(2) as pool:
             running = pool.submit(_post_red, client)  # in the (held) model
-            _wait_for(lambda: batcher._busy)
+            _wait_for(lambda: batcher.running)
             queued = pool.submit(_post_red, client, 4)  # fills the queue exactly
             _wait_for(lambda: batcher.queue_depth == 4)
             t0 = time.monotonic()
@@ -468,7 +468,7 @@ def test_full_queue_sheds_before_the_body_is_parsed(make_client: ClientFactory) 
         batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(2) as pool:
             running = pool.submit(_post_red, client)
-            _wait_for(lambda: batcher._busy)
+            _wait_for(lambda: batcher.running)
             queued = pool.submit(_post_red, client)
             _wait_for(lambda: batcher.queue_depth == 1)
             shed = client.post("/tag", **bad_json)
@@ -487,7 +487,7 @@ def test_request_larger_than_the_room_left_is_429(make_client: ClientFactory) ->
         batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(3) as pool:
             running = pool.submit(_post_red, client)
-            _wait_for(lambda: batcher._busy)
+            _wait_for(lambda: batcher.running)
             queued = pool.submit(_post_red, client, 3)  # one image of room left
             _wait_for(lambda: batcher.queue_depth == 3)
             r = _post_red(client, 2)  # all images or none
@@ -504,7 +504,7 @@ def test_deadline_passes_while_queued_is_504(make_client: ClientFactory) -> None
         batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(_post_red, client)
-            _wait_for(lambda: batcher._busy)
+            _wait_for(lambda: batcher.running)
             t0 = time.monotonic()
             r = _post_red(client, timeout_ms=200)
             waited = time.monotonic() - t0

@@ -313,3 +313,79 @@ def test_wait_for_decoding_is_capped_at_one_model_run() -> None:
 
     run(main)
     assert model.batches == [[1]]
+
+
+def test_a_lone_request_may_run_alone_and_only_then() -> None:
+    async def main() -> None:
+        b = DynamicBatcher(RecordingModel(), max_batch_size=4, max_delay_s=0, max_queue_size=8)
+        b.start()
+        mine = b.reserve(1)
+        assert b.can_run_alone(mine)
+        other = b.reserve(1)  # another request is uploading or decoding
+        assert not b.can_run_alone(mine)
+        b.release(other)
+        with b.decoding(1):
+            assert not b.can_run_alone(mine)
+        delayed = DynamicBatcher(RecordingModel(), max_batch_size=4, max_delay_s=0.01,
+                                 max_queue_size=8)  # fmt: skip
+        assert not delayed.can_run_alone(delayed.reserve(1))  # a set delay asks for company
+        b.release(mine)
+        await b.stop()
+
+    run(main)
+
+
+def test_run_alone_decodes_and_runs_in_one_trip_and_later_arrivals_batch_after() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+    metrics = ServiceMetrics()
+    threads: list[str] = []
+
+    def prepare() -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return sample(7)
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, max_queue_size=4,
+                           metrics=metrics)  # fmt: skip
+        b.start()
+        mine = b.reserve(1)
+        alone = asyncio.ensure_future(b.run_alone(prepare, mine))
+        await asyncio.sleep(0.05)  # in the (held) model
+        assert b.running and mine.remaining == 0
+        assert b.has_room(4)  # like an image taken into a batch, it holds no queue room
+        later = b.submit([sample(1), sample(2)], far())
+        await asyncio.sleep(0.05)
+        assert b.queue_depth == 2  # they wait for the model thread, not behind it
+        model.gate.set()
+        got, probs = await alone
+        assert float(got[0]) == 7 and probs is not None and float(probs[0]) == 70
+        assert [float(o[0]) for o in await asyncio.gather(*later)] == [10, 20]
+        assert not b.running and b.idle
+        await b.stop()
+
+    run(main)
+    assert threads[0].startswith("mltag-model")  # decoded on the model thread
+    assert model.batches == [[7], [1, 2]]
+    assert metrics.registry.get_sample_value("mltag_batch_size_count") == 2
+    assert metrics.registry.get_sample_value("mltag_batch_size_sum") == 3
+
+
+def test_run_alone_passes_on_decode_errors_and_model_failures() -> None:
+    model = RecordingModel(fail=True)
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, max_queue_size=4)
+        b.start()
+        err = ValueError("not an image")
+        assert await b.run_alone(lambda: err, b.reserve(1)) == (err, None)
+        assert model.batches == []  # nothing to run
+        with pytest.raises(RuntimeError, match="exploded"):
+            await b.run_alone(lambda: sample(1), b.reserve(1))
+        await asyncio.sleep(0.01)
+        assert not b.running  # the model thread is free again
+        model.fail = False
+        assert [float(o[0]) for o in await asyncio.gather(*b.submit([sample(2)], far()))] == [20]
+        await b.stop()
+
+    run(main)
