@@ -574,7 +574,10 @@ def main() -> None:
         print(f"| {k} | | | **{median:.2f}** (median) | |")
 
     print("\n## Where the server's CPU goes: ms per image, by thread")
-    print("| input | conc | model (+ ORT workers) | decode | event loop + other | total |")
+    print(
+        "| input | conc | model thread (+ ORT workers, + decoding on the idle fast path) "
+        "| decode | event loop + other | total |"
+    )
     print("|---|---|---|---|---|---|")
     for (k, c), r in results.items():
         parts = [r["ms_mltag-model"], r["ms_mltag-decode"], r["ms_loop+other"]]
