@@ -77,3 +77,18 @@ def test_train_cli_wiring() -> None:
     neither = run(str(BIN / "mltag-train"), "evaluate", "--data", "x.json")
     assert neither.returncode == 2
     assert "one of the arguments --run --artifact is required" in neither.stderr
+
+
+def test_serve_names_a_missing_temp_dir(
+    demo_artifact: Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only root without a tmpfs: a clean exit 2 at startup, not 500s on uploads."""
+    import tempfile
+
+    from service.cli import check_temp_dir, main
+
+    assert check_temp_dir() is None
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    problem = check_temp_dir()
+    assert problem is not None and "writable /tmp" in problem
+    assert main(["--artifact-dir", str(demo_artifact.directory)]) == 2
