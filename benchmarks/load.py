@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mltag_artifact import load_artifact  # noqa: E402
-from service.app import tune_malloc  # noqa: E402
-from service.inference.model import ModelRunner, available_cores  # noqa: E402
-from service.inference.preprocess import preprocess  # noqa: E402
+from mltag_artifact.preprocess import preprocess  # noqa: E402
+from mltag_artifact.runner import ModelRunner, available_cores  # noqa: E402
+from service.tuning import tune_malloc  # noqa: E402
 
 SIZES = {"640x480": (640, 480), "1920x1080": (1920, 1080)}
 

@@ -1,6 +1,14 @@
-"""The mltag artifact contract: a directory with `model.onnx`, `manifest.json`, `MODEL_CARD.md`.
+"""The mltag artifact contract: a directory with `model.onnx`, `manifest.json`, `MODEL_CARD.md`,
+and everything both the training and the serving side need to use one.
 
-Shared by the exporter (writes) and the service (validates). Depends on pydantic only.
+- `manifest`, `artifact` (imported here; pydantic and the stdlib only): the manifest schema,
+  reading, verifying and writing artifact directories.
+- `preprocess` (numpy, Pillow): image bytes -> model input, as the manifest describes.
+- `runner` (onnxruntime, the `runtime` extra): the ONNX Runtime session and its checks.
+- `tagger`: a loaded artifact with its runner, label index and thresholds; probabilities -> tags.
+
+The exporter writes artifacts; the service, batch tagging and evaluation load them. Neither
+side imports the other.
 """
 
 from .artifact import (

@@ -15,11 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from mltag_artifact import ArtifactError
+from mltag_artifact.runner import ModelLoadError
+from mltag_artifact.tagger import Tagger
 
-from .inference.model import ModelLoadError
 from .logs import configure_logging
 from .settings import Settings
 from .state import ServiceState
+from .tuning import tune_malloc
 
 log = logging.getLogger("mltag.serve")
 
@@ -70,11 +72,13 @@ def settings_from_args(argv: list[str] | None) -> Settings:
     return Settings(**overrides)
 
 
-def _serve(settings: Settings, state: ServiceState) -> int:
+def _serve(settings: Settings, tagger: Tagger) -> int:
     import uvicorn
 
     from .app import create_app
     from .http import coalescing_protocol
+
+    state = ServiceState(settings=settings)
 
     class DrainingServer(uvicorn.Server):
         """First SIGTERM/SIGINT: drain (stop admitting, finish accepted work, at most
@@ -86,8 +90,6 @@ def _serve(settings: Settings, state: ServiceState) -> int:
             # A signal handler must not take locks (metrics, logging): it may have interrupted
             # their holder on this very thread. Set a flag; on_tick does the work.
             if self.drain_requested:
-                if state.decode_pool is not None:
-                    state.decode_pool.shutdown(wait=False, cancel_futures=True)
                 os._exit(1)
             self.drain_requested = True
 
@@ -99,7 +101,7 @@ def _serve(settings: Settings, state: ServiceState) -> int:
             return await super().on_tick(counter)
 
     config = uvicorn.Config(
-        create_app(settings, state),
+        create_app(settings, tagger, state),
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -143,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"mltag-serve: cannot start:\n{problem}", file=sys.stderr)
         return 2
-    from .app import load_model
+    from .inference.served_model import load_tagger
 
-    state = ServiceState(settings=settings)
+    tune_malloc(settings.malloc_tuning)
     t0 = time.perf_counter()
     try:
-        load_model(state)  # before binding the port: a bad artifact is a clean, early exit
+        tagger = load_tagger(settings)  # before binding the port: a bad artifact exits cleanly
     except (ArtifactError, ModelLoadError) as e:
         print(f"mltag-serve: cannot start:\n{e}", file=sys.stderr)
         return 2
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.host,
         settings.port,
     )
-    return _serve(settings, state)
+    return _serve(settings, tagger)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,12 @@
-"""What one running service holds: settings, model, queue, pools, lifecycle flags."""
+"""What one running service holds: settings, metrics, the served model, lifecycle flags."""
 
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from mltag_artifact import Artifact
-
-from .inference.batcher import DynamicBatcher
-from .inference.model import ModelRunner
+from .inference.served_model import ServedModel
 from .metrics import ServiceMetrics
 from .settings import Settings
 
@@ -23,12 +17,7 @@ log = logging.getLogger("mltag.state")
 class ServiceState:
     settings: Settings
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
-    artifact: Artifact | None = None
-    runner: ModelRunner | None = None
-    batcher: DynamicBatcher | None = None
-    decode_pool: ThreadPoolExecutor | None = None
-    calibrated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    label_index: dict[str, int] = field(default_factory=dict)
+    model: ServedModel | None = None  # set by the app's lifespan once loaded and started
     ready: bool = False
     draining: bool = False
     drain_started: float = 0.0
@@ -37,6 +26,11 @@ class ServiceState:
     def set_ready(self, ready: bool) -> None:
         self.ready = ready
         self.metrics.ready.set(1 if ready and not self.draining else 0)
+
+    @property
+    def serving(self) -> ServedModel | None:
+        """The model when requests may use it: loaded, warmed, not draining."""
+        return self.model if self.ready and not self.draining else None
 
     def begin_drain(self) -> None:
         """Stop admitting work: /readyz turns 503, new requests get 503, accepted ones finish."""
@@ -50,7 +44,7 @@ class ServiceState:
         """True once nothing accepted is left, or the drain timeout has passed."""
         if not self.draining:
             return False
-        idle = self.in_flight == 0 and (self.batcher is None or self.batcher.idle)
+        idle = self.in_flight == 0 and (self.model is None or self.model.idle)
         timed_out = time.monotonic() - self.drain_started > self.settings.drain_timeout_s
         if timed_out and not idle:
             log.warning("drain timeout: %d requests still in flight", self.in_flight)

@@ -1,8 +1,9 @@
-"""Image -> tensor. Evaluation uses the service's own preprocessing code
-(`service.inference.preprocess`, driven by the artifact's `Preprocessing` description), so
-validation numbers are measured on exactly the pixels the deployed model will see. Training
-decodes and resizes with the same functions, then augments: horizontal flip, RandAugment,
-Cutout (a random-colour box of `cutout_size`·H × `cutout_size`·W with probability `cutout`).
+"""Image -> tensor. Evaluation uses the artifact contract's preprocessing
+(`mltag_artifact.preprocess`, driven by the artifact's `Preprocessing` description), the code
+the service runs, so validation numbers are measured on exactly the pixels the deployed model
+will see. Training decodes and resizes with the same code (`load_image`), then augments:
+horizontal flip, RandAugment, Cutout (a random-colour box of `cutout_size`·H × `cutout_size`·W
+with probability `cutout`).
 Resize is a stretch to image_size × image_size: no crop, so no label is cut out of the image.
 """
 
@@ -15,11 +16,9 @@ import torch
 from PIL import Image
 
 from mltag_artifact import Preprocessing
-from service.inference import preprocess as service_preprocess
+from mltag_artifact.preprocess import load_image, preprocess
 
 from ..config import AugmentConfig, DataConfig
-
-MAX_PIXELS = 200_000_000  # training images are trusted; this only guards against bombs
 
 
 def preprocessing_for(data: DataConfig) -> Preprocessing:
@@ -38,30 +37,14 @@ def preprocessing_for(data: DataConfig) -> Preprocessing:
     )
 
 
-def _flatten_alpha(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    if im.mode != "RGBA":
-        return im
-    canvas = Image.new("RGB", im.size, background)
-    canvas.paste(im, mask=im.getchannel("A"))
-    return canvas
-
-
-def load_resized(path: Path, prep: Preprocessing) -> Image.Image:
-    """Decode (the service's decoder: EXIF orientation, modes, alpha) and resize."""
-    data = path.read_bytes()
-    im = service_preprocess.decode(data, MAX_PIXELS, draft_size=(prep.width, prep.height))
-    im = service_preprocess.resize(im, prep)
-    return _flatten_alpha(im, prep.alpha_background)
-
-
 class EvalTransform:
-    """Image file -> (3, H, W) float tensor via the service's `preprocess`."""
+    """Image file -> (3, H, W) float tensor via the contract's `preprocess`."""
 
     def __init__(self, prep: Preprocessing) -> None:
         self.prep = prep
 
     def __call__(self, path: Path) -> torch.Tensor:
-        sample = service_preprocess.preprocess(path.read_bytes(), self.prep, MAX_PIXELS)
+        sample = preprocess(path.read_bytes(), self.prep)
         return torch.from_numpy(sample)
 
 
@@ -110,7 +93,7 @@ class TrainTransform:
         self.std = torch.tensor(prep.std).view(3, 1, 1)
 
     def __call__(self, path: Path) -> torch.Tensor:
-        im = self.pil_ops(load_resized(path, self.prep))
+        im: Image.Image = self.pil_ops(load_image(path.read_bytes(), self.prep))
         arr = np.asarray(im, dtype=np.float32) / 255.0  # (H, W, 3)
         x = torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, H, W)
         x = self.cutout(x)

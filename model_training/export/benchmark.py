@@ -10,8 +10,8 @@ session options and preprocessing code). Weights are random: speed does not depe
    GCN branch left in the graph.
 3. int8 static QDQ vs fp32 (calibrated on synthetic images; speed only).
 
-Shared machines swing a lot (docs/perf-notes.md): variants are interleaved and the median of
-`repeats` rounds is reported.
+Shared machines swing a lot: variants are interleaved and the median of `repeats` rounds is
+reported.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import torch
 from PIL import Image
 
 from mltag_artifact import Preprocessing
-from service.inference.preprocess import to_array
+from mltag_artifact.preprocess import to_array
+from mltag_artifact.runner import session_options
 
 from ..config import load_config
 from ..data.transforms import preprocessing_for
@@ -42,11 +43,7 @@ from .quantize import quantize_static_qdq
 def _session(path: Path, threads: int) -> Any:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts = session_options(threads)  # the service's options
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

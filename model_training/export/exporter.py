@@ -204,7 +204,7 @@ def check_onnx(path: Path, num_labels: int) -> None:
 
 
 def _open_verified(directory: Path) -> tuple[Artifact, Any]:
-    from service.inference.model import ModelLoadError
+    from mltag_artifact.runner import ModelLoadError
 
     try:
         artifact = load_artifact(directory)

@@ -1,6 +1,6 @@
-"""Scores of exported models on image files, through the service's own code path:
-`service.inference.preprocess.preprocess` (decode, EXIF, alpha, resize, layout/dtype) and
-`service.inference.model.ModelRunner` (the ORT session the service creates)."""
+"""Scores of exported models on image files, through the code path the service runs: the
+contract's `preprocess` (decode, EXIF, alpha, resize, layout/dtype) and `ModelRunner` (the
+ONNX Runtime session, with the service's options)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from mltag_artifact import Artifact, Preprocessing
-from service.inference.model import ModelRunner
-from service.inference.preprocess import preprocess
-
-MAX_PIXELS = 200_000_000  # trusted local data; only guards against decompression bombs
+from mltag_artifact.preprocess import preprocess
+from mltag_artifact.runner import ModelRunner
 
 
 def open_runner(artifact: Artifact, threads: int = 0) -> ModelRunner:
-    """The service's runner on CPU (exports and evaluations are measured on CPU)."""
+    """The runner on CPU (exports and evaluations are measured on CPU)."""
     return ModelRunner(artifact, provider="cpu", intra_op_threads=threads)
 
 
@@ -28,7 +26,7 @@ def sample_batches(
     """Model-input batches (B, *sample) for `paths`, in order."""
 
     def load(path: Path) -> np.ndarray:
-        return preprocess(Path(path).read_bytes(), prep, MAX_PIXELS)
+        return preprocess(Path(path).read_bytes(), prep)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, len(paths), batch_size):

@@ -1,15 +1,21 @@
-"""One JSON error shape for every failure: {"error": {"code", "message"}, "request_id"}."""
+"""One JSON error shape for every failure, `{"error": {"code", "message"}, "request_id"}`
+(`{"error": message}` under /v2, as the Open Inference Protocol says), and the map from the
+contract's machine codes onto HTTP statuses."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+
+from mltag_artifact.preprocess import ImageError
 
 log = logging.getLogger("mltag.api")
 
@@ -33,6 +39,40 @@ class BodyTooLargeError(Exception):
         self.limit = limit
 
 
+DRAINING = "the service is shutting down"
+
+
+def queue_full_message(max_queue_size: int, retry_after_s: int) -> str:
+    return (
+        f"the server is at capacity ({max_queue_size} images queued or being decoded); "
+        f"retry after {retry_after_s} s"
+    )
+
+
+# The contract's image error codes (mltag_artifact.preprocess) as HTTP statuses.
+IMAGE_ERROR_STATUS = {
+    "invalid_image": 422,
+    "unsupported_format": 415,
+    "image_too_large": 413,
+    "empty_image": 400,
+}
+
+
+def image_error(e: ImageError) -> ApiError:
+    return ApiError(IMAGE_ERROR_STATUS[e.code], e.code, str(e))
+
+
+def error_body(path: str, code: str, message: str, request_id: str | None) -> dict[str, Any]:
+    """The error document for a request to `path`."""
+    if path.startswith("/v2"):
+        return {"error": message}  # the Open Inference Protocol's error shape
+    return {"error": {"code": code, "message": message}, "request_id": request_id}
+
+
+def error_bytes(path: str, code: str, message: str, request_id: str | None) -> bytes:
+    return json.dumps(error_body(path, code, message, request_id)).encode()
+
+
 def error_response(
     request: Request,
     status: int,
@@ -41,11 +81,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
-    body: dict[str, object]
-    if request.url.path.startswith("/v2"):
-        body = {"error": message}  # the Open Inference Protocol's error shape
-    else:
-        body = {"error": {"code": code, "message": message}, "request_id": request_id}
+    body = error_body(request.url.path, code, message, request_id)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -71,7 +107,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _count_rejection(request: Request, status: int, code: str) -> None:
+def _count_rejection(request: Request, status: int) -> None:
     """Client errors in the rejection counter (429/499/503/504 are counted where they arise)."""
     reason = {400: "bad_request", 413: "too_large", 415: "bad_request", 422: "bad_request"}.get(
         status
@@ -85,7 +121,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        _count_rejection(request, exc.status, exc.code)
+        _count_rejection(request, exc.status)
         return error_response(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(BodyTooLargeError)
@@ -100,11 +136,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        _count_rejection(request, 422, "invalid_request")
+        _count_rejection(request, 422)
         return error_response(request, 422, "invalid_request", _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        _count_rejection(request, exc.status_code, code)
+        _count_rejection(request, exc.status_code)
         return error_response(request, exc.status_code, code, str(exc.detail), exc.headers)

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .common import StateDep
 from .errors import ApiError
+from .pipeline import StateDep
 from .schemas import LabelInfo, LabelsResponse, ModelInfo
 
 router = APIRouter()
@@ -37,9 +37,10 @@ async def readyz(state: StateDep) -> JSONResponse:
     summary="Labels in output order with calibrated thresholds, and model metadata",
 )
 async def labels(state: StateDep) -> LabelsResponse:
-    if state.artifact is None or state.runner is None:
+    if state.model is None:
         raise ApiError(503, "not_ready", "the model is not loaded yet")
-    m = state.artifact.manifest
+    tagger = state.model.tagger
+    m = tagger.manifest
     return LabelsResponse(
         model=ModelInfo(
             name=m.name,
@@ -49,7 +50,7 @@ async def labels(state: StateDep) -> LabelsResponse:
             architecture=m.architecture.model_dump(),
             evaluation=[e.model_dump() for e in m.evaluation],
             preprocessing=m.preprocessing.model_dump(),
-            execution_provider=state.runner.provider,
+            execution_provider=tagger.runner.provider,
         ),
         default_threshold=m.default_threshold,
         labels=[
@@ -61,5 +62,5 @@ async def labels(state: StateDep) -> LabelsResponse:
 
 @router.get("/metrics", tags=["health"], summary="Prometheus metrics")
 async def metrics(state: StateDep) -> Response:
-    state.metrics.queue_depth.set(state.batcher.queue_depth if state.batcher else 0)
+    state.metrics.queue_depth.set(state.model.batcher.queue_depth if state.model else 0)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,18 +15,17 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from .. import __version__
+from ..inference.served_model import ServedModel
 from ..state import ServiceState
-from .common import (
-    ReadyStateDep,
+from .errors import ApiError
+from .pipeline import (
+    ReadyModelDep,
     RequestGuard,
     StateDep,
     admitted,
-    held_reservation,
     infer_samples,
     request_deadline,
-    run_in_pool,
 )
-from .errors import ApiError
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 
@@ -34,9 +33,8 @@ _DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
 _HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def _check_model(state: ServiceState, name: str, version: str | None = None) -> None:
-    assert state.artifact is not None
-    m = state.artifact.manifest
+def _check_model(model: ServedModel, name: str, version: str | None = None) -> None:
+    m = model.tagger.manifest
     if name != m.name:
         raise ApiError(
             404, "model_not_found", f"unknown model {name!r}; this server serves {m.name!r}"
@@ -65,10 +63,8 @@ async def health_ready(state: StateDep) -> JSONResponse:
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
-def _metadata(state: ServiceState) -> dict[str, Any]:
-    assert state.artifact is not None
-    assert state.runner is not None
-    m = state.artifact.manifest
+def _metadata(model: ServedModel) -> dict[str, Any]:
+    m = model.tagger.manifest
     return {
         "name": m.name,
         "versions": [m.version],
@@ -77,7 +73,7 @@ def _metadata(state: ServiceState) -> dict[str, Any]:
             {
                 "name": m.onnx.input_name,
                 "datatype": _DATATYPES[m.preprocessing.input_dtype],
-                "shape": [-1, *state.runner.sample_shape],
+                "shape": [-1, *model.tagger.runner.sample_shape],
             }
         ],
         "outputs": [{"name": m.onnx.output_name, "datatype": "FP32", "shape": [-1, len(m.labels)]}],
@@ -86,15 +82,15 @@ def _metadata(state: ServiceState) -> dict[str, Any]:
 
 
 @router.get("/models/{name}", summary="Model metadata")
-async def model_metadata(name: str, state: ReadyStateDep) -> dict[str, Any]:
-    _check_model(state, name)
-    return _metadata(state)
+async def model_metadata(name: str, model: ReadyModelDep) -> dict[str, Any]:
+    _check_model(model, name)
+    return _metadata(model)
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata (versioned)")
-async def model_metadata_version(name: str, version: str, state: ReadyStateDep) -> dict[str, Any]:
-    _check_model(state, name, version)
-    return _metadata(state)
+async def model_metadata_version(name: str, version: str, model: ReadyModelDep) -> dict[str, Any]:
+    _check_model(model, name, version)
+    return _metadata(model)
 
 
 @router.get("/models/{name}/ready", summary="Model ready (503 while loading or draining)")
@@ -108,8 +104,8 @@ async def model_ready_version(name: str, version: str, state: StateDep) -> JSONR
 
 
 def _model_ready(state: ServiceState, name: str, version: str | None) -> JSONResponse:
-    if state.artifact is not None:
-        _check_model(state, name, version)
+    if state.model is not None:
+        _check_model(state.model, name, version)
     ready = state.ready and not state.draining
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
@@ -137,10 +133,9 @@ def _flag(value: object) -> bool:
     return value is True  # JSON booleans only: "false" is not true
 
 
-def _input_tensor(state: ServiceState, doc: dict[str, Any], binary: bytes) -> np.ndarray:
-    assert state.artifact is not None
-    assert state.runner is not None
-    m = state.artifact.manifest
+def _input_tensor(model: ServedModel, doc: dict[str, Any], binary: bytes) -> np.ndarray:
+    m = model.tagger.manifest
+    runner = model.tagger.runner
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise ApiError(400, "bad_request", f"expected exactly one input, {m.onnx.input_name!r}")
@@ -157,7 +152,7 @@ def _input_tensor(state: ServiceState, doc: dict[str, Any], binary: bytes) -> np
             400, "bad_request", f"input datatype {spec.get('datatype')!r}; expected {want_type!r}"
         )
     shape = spec.get("shape")
-    sample = list(state.runner.sample_shape)
+    sample = list(runner.sample_shape)
     if (
         not isinstance(shape, list)
         or len(shape) != 1 + len(sample)
@@ -170,10 +165,10 @@ def _input_tensor(state: ServiceState, doc: dict[str, Any], binary: bytes) -> np
             "bad_request",
             f"input shape {shape}; expected [batch, {', '.join(map(str, sample))}]",
         )
-    limit = max(state.settings.max_batch_size, state.settings.max_images_per_request)
+    limit = max(model.settings.max_batch_size, model.settings.max_images_per_request)
     if shape[0] > limit:
         raise ApiError(422, "too_many_images", f"batch of {shape[0]}; the limit is {limit}")
-    dtype = state.runner.dtype
+    dtype = runner.dtype
     count = int(np.prod(shape))
     params = spec.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
@@ -222,36 +217,35 @@ def _wants_binary(doc: dict[str, Any], output_name: str) -> bool:
 
 
 def _parse_request(
-    state: ServiceState, header_len: str | None, body: bytes
+    model: ServedModel, header_len: str | None, body: bytes
 ) -> tuple[dict[str, Any], np.ndarray]:
     """JSON + tensor decoding (CPU work for big JSON tensors: runs in the pool)."""
-    assert state.artifact is not None
     doc, binary = _split_body(header_len, body)
-    output_name = state.artifact.manifest.onnx.output_name
+    output_name = model.tagger.manifest.onnx.output_name
     for requested in doc.get("outputs") or []:
         if not isinstance(requested, dict) or requested.get("name") != output_name:
             raise ApiError(
                 400, "bad_request", f"unknown output requested; this model has {output_name!r}"
             )
-    return doc, _input_tensor(state, doc, binary)
+    return doc, _input_tensor(model, doc, binary)
 
 
-async def _infer(request: Request, state: ServiceState) -> Response:
-    assert state.artifact is not None
-    m = state.artifact.manifest
-    guard = RequestGuard(request, state, request_deadline(request, state, None))
+async def _infer(request: Request, model: ServedModel) -> Response:
+    """read -> parse -> admit -> infer -> respond (admitted at arrival by the middleware)."""
+    m = model.tagger.manifest
+    guard = RequestGuard(request, request_deadline(request, None))
     try:
         body = await guard.read_body(request.body())
         header_len = request.headers.get(_HEADER_LENGTH.lower())
-        doc, batch = await run_in_pool(state, _parse_request, state, header_len, body)
-        with admitted(state, len(batch), held_reservation(request)) as reservation:
-            rows = await infer_samples(state, list(batch), guard, reservation)
+        doc, batch = await model.decoder.offload(_parse_request, model, header_len, body)
+        with admitted(request, model, len(batch)) as reservation:
+            rows = await infer_samples(request, model, list(batch), guard, reservation)
     finally:
         guard.close()
     probs = np.stack(rows).astype(np.float32)
     if not np.all(np.isfinite(probs)):
         raise ApiError(500, "model_error", "the model returned non-finite scores")
-    state.metrics.images.labels("ok").inc(len(rows))
+    model.metrics.images.labels("ok").inc(len(rows))
     out: dict[str, Any] = {
         "name": m.onnx.output_name,
         "datatype": "FP32",
@@ -274,14 +268,14 @@ async def _infer(request: Request, state: ServiceState) -> Response:
 
 
 @router.post("/models/{name}/infer", summary="Inference on preprocessed tensors")
-async def infer(name: str, request: Request, state: ReadyStateDep) -> Response:
-    _check_model(state, name)
-    return await _infer(request, state)
+async def infer(name: str, request: Request, model: ReadyModelDep) -> Response:
+    _check_model(model, name)
+    return await _infer(request, model)
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference (versioned)")
 async def infer_version(
-    name: str, version: str, request: Request, state: ReadyStateDep
+    name: str, version: str, request: Request, model: ReadyModelDep
 ) -> Response:
-    _check_model(state, name, version)
-    return await _infer(request, state)
+    _check_model(model, name, version)
+    return await _infer(request, model)

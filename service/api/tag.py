@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,20 +15,12 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from ..inference.postprocess import effective_thresholds, select_tags
-from ..inference.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
-from ..state import ServiceState
-from .common import (
-    RequestGuard,
-    admitted,
-    decode_and_infer,
-    get_ready_state,
-    held_reservation,
-    image_error,
-    request_deadline,
-    run_in_pool,
-)
-from .errors import ApiError
+from mltag_artifact.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
+
+from ..inference.decoder import Decoded
+from ..inference.served_model import ServedModel
+from .errors import ApiError, image_error
+from .pipeline import RequestGuard, admitted, decode_and_infer, ready_model, request_deadline
 from .schemas import ErrorResponse, TagJsonRequest, TagOptions, TagQuery, TagResponse
 
 router = APIRouter(tags=["tagging"])
@@ -70,10 +63,10 @@ def _parse_thresholds(raw: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _check_labels(state: ServiceState, options: TagOptions) -> None:
+def _check_labels(model: ServedModel, options: TagOptions) -> None:
     if not options.thresholds:
         return
-    unknown = [label for label in options.thresholds if label not in state.label_index]
+    unknown = model.tagger.unknown_labels(options.thresholds)
     if unknown:
         shown = ", ".join(repr(u[:64]) for u in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
@@ -84,13 +77,23 @@ def _check_labels(state: ServiceState, options: TagOptions) -> None:
         )
 
 
+@dataclass
+class Upload:
+    """The images of one request, and its options (a JSON body may set them too)."""
+
+    payloads: list[bytes]
+    names: list[str | None]
+    options: TagOptions
+
+
 async def _read_multipart(
-    request: Request, state: ServiceState, guard: RequestGuard
+    request: Request, model: ServedModel, guard: RequestGuard
 ) -> tuple[list[bytes], list[str | None]]:
     # Generous part limits; the image count is checked by us (422 too_many_images), the
     # total size by the body limit.
+    max_part = model.settings.max_body_bytes
     form = await guard.read_body(
-        request.form(max_files=1000, max_fields=1000, max_part_size=state.settings.max_body_bytes)
+        request.form(max_files=1000, max_fields=1000, max_part_size=max_part)
     )
     try:
         parts = form.getlist("image")
@@ -215,81 +218,99 @@ def _query(request: Request) -> TagQuery:
 async def tag(request: Request) -> JSONResponse:
     # The route takes only the request, and parses its query string itself: FastAPI's
     # per-parameter solving cost ~0.25 ms of event-loop time per request (measured).
-    state = await get_ready_state(request)
+    # Admission: the middleware reserved one slot when the request arrived, before its body.
+    model = ready_model(request)
+    options = _parse_query(request)
+    guard = RequestGuard(request, request_deadline(request, options.timeout_ms))
+    try:
+        upload = await _read(request, model, guard, options)
+        _check(model, upload)
+        with admitted(request, model, len(upload.payloads)) as reservation:  # 429 before decoding
+            decoded, probs = await decode_and_infer(
+                request, model, upload.payloads, guard, reservation
+            )
+    finally:
+        guard.close()
+    return _respond(model, upload, decoded, probs)
+
+
+def _parse_query(request: Request) -> TagOptions:
     query = _query(request)
-    options = _options(
+    return _options(
         top_k=query.top_k,
         min_score=query.min_score,
         thresholds=_parse_thresholds(query.thresholds),
         all_scores=query.all_scores,
         timeout_ms=query.timeout_ms,
     )
-    guard = RequestGuard(request, state, request_deadline(request, state, options.timeout_ms))
-    try:
-        return await _tag(request, state, options, guard)
-    finally:
-        guard.close()
 
 
-async def _tag(
-    request: Request, state: ServiceState, options: TagOptions, guard: RequestGuard
-) -> JSONResponse:
+async def _read(
+    request: Request, model: ServedModel, guard: RequestGuard, options: TagOptions
+) -> Upload:
+    """The request's images, by content type; JSON options override the query string's."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        payloads, names = await _read_multipart(request, state, guard)
-    elif ctype.startswith("image/") or ctype == "application/octet-stream":
-        payloads, names = (
-            [await guard.read_body(request.body())],
-            [_header_text(request, "x-filename")],
-        )
-    elif ctype == "application/json":
+        return Upload(*await _read_multipart(request, model, guard), options)
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        body = await guard.read_body(request.body())
+        return Upload([body], [_header_text(request, "x-filename")], options)
+    if ctype == "application/json":
         body = await guard.read_body(request.body())
         if not body:
             raise ApiError(400, "empty_body", "the request body is empty")
-        parsed, payloads = await run_in_pool(state, _parse_json_request, body)
-        names = [img.filename for img in parsed.images]
+        parsed, payloads = await model.decoder.offload(_parse_json_request, body)
         given = parsed.model_dump(exclude={"images"}, exclude_unset=True)
         options = options.model_copy(update=given)
         if "timeout_ms" in given:
-            guard.deadline = min(
-                guard.deadline, request_deadline(request, state, options.timeout_ms)
-            )
-    elif not ctype:
+            guard.deadline = min(guard.deadline, request_deadline(request, options.timeout_ms))
+        return Upload(payloads, [img.filename for img in parsed.images], options)
+    if not ctype:
         raise ApiError(
             415, "unsupported_media_type", f"missing Content-Type; send {_CONTENT_TYPES}"
         )
-    else:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"unsupported Content-Type {ctype!r}; send {_CONTENT_TYPES}",
-        )
-    limit = state.settings.max_images_per_request
-    if len(payloads) > limit:
-        raise ApiError(
-            422, "too_many_images", f"{len(payloads)} images in one request; the limit is {limit}"
-        )
-    if len(payloads) == 1 and not payloads[0]:
-        raise ApiError(400, "empty_body", "the image is empty (0 bytes)")
-    _check_labels(state, options)
+    raise ApiError(
+        415, "unsupported_media_type", f"unsupported Content-Type {ctype!r}; send {_CONTENT_TYPES}"
+    )
 
-    held = held_reservation(request)
-    with admitted(state, len(payloads), held) as reservation:  # 429 before decoding
-        decoded, probs = await decode_and_infer(state, payloads, guard, reservation)
+
+def _check(model: ServedModel, upload: Upload) -> None:
+    limit = model.settings.max_images_per_request
+    if len(upload.payloads) > limit:
+        raise ApiError(
+            422,
+            "too_many_images",
+            f"{len(upload.payloads)} images in one request; the limit is {limit}",
+        )
+    if len(upload.payloads) == 1 and not upload.payloads[0]:
+        raise ApiError(400, "empty_body", "the image is empty (0 bytes)")
+    _check_labels(model, upload.options)
+
+
+def _respond(
+    model: ServedModel,
+    upload: Upload,
+    decoded: list[Decoded],
+    probs: list[np.ndarray],
+) -> JSONResponse:
+    """One result per image, in order; a lone bad image is the request's own error."""
+    images = model.metrics.images
     if len(decoded) == 1 and isinstance(decoded[0], ImageError):
-        state.metrics.images.labels("error").inc()
-        raise image_error(decoded[0])  # a single bad image is the request's own error
+        images.labels("error").inc()
+        raise image_error(decoded[0])
     ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
     by_index = dict(zip(ok, probs, strict=True))
-
-    assert state.artifact is not None
-    manifest = state.artifact.manifest
-    labels = manifest.labels
-    thr = effective_thresholds(labels, state.calibrated, options.min_score, options.thresholds)
+    tagger, options = model.tagger, upload.options
+    thr = tagger.thresholds(options.min_score, options.thresholds)
     results: list[dict[str, Any]] = []
     n_err = 0
     for i, item in enumerate(decoded):
-        result: dict[str, Any] = {"index": i, "filename": names[i], "tags": [], "error": None}
+        result: dict[str, Any] = {
+            "index": i,
+            "filename": upload.names[i],
+            "tags": [],
+            "error": None,
+        }
         p = by_index.get(i)
         if isinstance(item, ImageError):
             result["error"] = {"code": item.code, "message": str(item)}
@@ -299,15 +320,14 @@ async def _tag(
                 "message": "the model returned no valid score",
             }
         else:
-            tags = select_tags(p, labels, thr, options.top_k)
+            tags = tagger.tags(p, thr, options.top_k)
             result["tags"] = [{"label": lab, "score": score} for lab, score in tags]
             if options.all_scores:
-                result["scores"] = dict(zip(labels, map(float, p), strict=True))
+                result["scores"] = dict(zip(tagger.labels, map(float, p), strict=True))
         n_err += result["error"] is not None
         results.append(result)
-    state.metrics.images.labels("ok").inc(len(decoded) - n_err)
+    images.labels("ok").inc(len(decoded) - n_err)
     if n_err:
-        state.metrics.images.labels("error").inc(n_err)
-    return JSONResponse(
-        {"model": {"name": manifest.name, "version": manifest.version}, "results": results}
-    )
+        images.labels("error").inc(n_err)
+    m = tagger.manifest
+    return JSONResponse({"model": {"name": m.name, "version": m.version}, "results": results})

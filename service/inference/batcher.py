@@ -1,14 +1,14 @@
-"""Dynamic batching: one bounded queue, one consumer task, a future per image.
+"""Dynamic batching: one queue, one consumer task, a future per image, one model thread.
 
 Flushes when `max_batch_size` images wait or when the oldest has waited `max_delay_s`
 (0 = no fixed delay: while a batch runs, arrivals pile up and form the next batch, as in
-Triton). Optionally (`wait_for_decoding`) an idle model waits for images already being
-decoded, up to one model run's time: when decoding is the bottleneck (large photos) that
-forms real batches instead of runs of one. A single image on an otherwise idle service
-skips the queue (`run_alone`): decoded and run in one trip to the model thread. Items whose
-future is already done (client gone, request timed out) are dropped before they are
-computed; items past their deadline fail with DeadlineExceededError.
-The model runs in a dedicated thread so the event loop stays free.
+Triton). Optionally (`wait_for_decoding`) an idle model waits for images still being
+decoded (`incoming()`), up to one model run's time: when decoding is the bottleneck (large
+photos) that forms real batches instead of runs of one. `run_alone` runs one job on the idle
+model thread directly (the service's fast path for a lone image). Items whose future is
+already done (client gone, request timed out) are dropped before they are computed; items past
+their deadline fail with DeadlineExceededError. How many images may wait is admission's
+business (`admission.py`), not the batcher's.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,25 +31,12 @@ log = logging.getLogger("mltag.batcher")
 T = TypeVar("T")
 
 
-class QueueFullError(Exception):
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"the queue is full; retry in {retry_after_s} s")
-        self.retry_after_s = retry_after_s
-
-
 class DeadlineExceededError(Exception):
     pass
 
 
 class BatcherClosedError(Exception):
     pass
-
-
-@dataclass(slots=True)
-class Reservation:
-    """Queue room held for a request's images between admission and submission."""
-
-    remaining: int
 
 
 @dataclass(slots=True)
@@ -62,21 +47,24 @@ class _Item:
     deadline: float
 
 
+def _nothing_incoming() -> int:
+    return 0
+
+
 class DynamicBatcher:
     def __init__(
         self,
         run_batch: Callable[[np.ndarray], np.ndarray],
         max_batch_size: int,
         max_delay_s: float,
-        max_queue_size: int,
         metrics: ServiceMetrics | None = None,
         thread_initializer: Callable[[], None] | None = None,
         wait_for_decoding: bool = False,
+        incoming: Callable[[], int] = _nothing_incoming,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
-        self.max_queue_size = max_queue_size
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
@@ -86,11 +74,10 @@ class DynamicBatcher:
             max_workers=1, thread_name_prefix="mltag-model", initializer=thread_initializer
         )
         self._busy = False
-        self._alone = False  # the idle fast path holds the model thread
-        self._reserved = 0  # room held for admitted images not yet queued (uploading, decoding)
+        self._alone = False  # run_alone holds the model thread
         self.wait_for_decoding = wait_for_decoding
-        self._decoding = 0  # images in the decode pool: they will be submitted soon
-        self._batch_time_ewma = 0.0  # seconds per batch, for Retry-After
+        self._incoming = incoming  # images being decoded: they will be submitted soon
+        self.batch_seconds = 0.0  # EWMA of the time per model run
 
     @property
     def queue_depth(self) -> int:
@@ -98,12 +85,18 @@ class DynamicBatcher:
 
     @property
     def running(self) -> bool:
-        """The model thread is computing (a batch, or the idle fast path)."""
+        """The model thread is computing (a batch, or a `run_alone` job)."""
         return self._busy or self._alone
 
     @property
     def idle(self) -> bool:
-        return not self._queue and not self._busy and not self._alone and self._reserved == 0
+        return not self._queue and not self.running
+
+    @property
+    def free(self) -> bool:
+        """Nothing queued or running, open, and no fixed batching delay (a configured delay is
+        a request to wait for company): `run_alone` may take the model thread now."""
+        return self.idle and self.max_delay_s == 0 and not self._closing
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="mltag-batcher")
@@ -119,75 +112,38 @@ class DynamicBatcher:
         assert self._task is not None
         self._task.add_done_callback(check)
 
-    def reserve(self, n: int) -> Reservation:
-        """Hold queue room for n images before their costly upload and decode, so overload is
-        refused at once (429) instead of piling up unbounded in the decode pool. Room not
-        moved to the queue by `submit(..., reservation)` must be given back by `release`."""
-        self._check_room(n)
-        self._reserved += n
-        return Reservation(n)
+    def nudge(self) -> None:
+        """Something the batcher waits for changed (a decode finished)."""
+        self._wakeup.set()
 
-    def resize(self, reservation: Reservation, n: int) -> None:
-        """Make a held reservation hold n images: grow it (QueueFullError if there is no room
-        for the extra ones; it keeps what it held) or shrink it."""
-        extra = n - reservation.remaining
-        if extra > 0:
-            self._check_room(extra)
-        self._reserved += extra
-        reservation.remaining = n
-
-    def release(self, reservation: Reservation) -> None:
-        """Give back the room still held (idempotent)."""
-        self._reserved -= reservation.remaining
-        reservation.remaining = 0
-
-    @contextmanager
-    def admit(self, n: int) -> Iterator[Reservation]:
-        """`reserve(n)`, released on exit."""
-        reservation = self.reserve(n)
-        try:
-            yield reservation
-        finally:
-            self.release(reservation)
-
-    @contextmanager
-    def decoding(self, n: int) -> Iterator[None]:
-        """Mark n images as being decoded, so an idle model can wait for them."""
-        self._decoding += n
-        try:
-            yield
-        finally:
-            self._decoding -= n
-            self._wakeup.set()
-
-    def can_run_alone(self, reservation: Reservation) -> bool:
-        """True when the request holding `reservation` is the only work in the service:
-        nothing queued, running, decoding or admitted besides it, and no fixed batching delay
-        is set (a configured delay is a request to wait for company)."""
-        return (
-            self.max_delay_s == 0
-            and not self._queue
-            and not self._busy
-            and not self._alone
-            and self._decoding == 0
-            and self._reserved == reservation.remaining
-            and not self._closing
-        )
+    def submit(
+        self, samples: Sequence[np.ndarray], deadline: float
+    ) -> list[asyncio.Future[np.ndarray]]:
+        """Queue the samples; `deadline` is on time.monotonic()."""
+        if self._closing:
+            raise BatcherClosedError("the service is shutting down")
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures: list[asyncio.Future[np.ndarray]] = []
+        for sample in samples:
+            fut: asyncio.Future[np.ndarray] = loop.create_future()
+            self._queue.append(_Item(sample, fut, now, deadline))
+            futures.append(fut)
+        self._set_depth()
+        self._wakeup.set()
+        return futures
 
     async def run_alone(
-        self, prepare: Callable[[], np.ndarray | T], reservation: Reservation
+        self, prepare: Callable[[], np.ndarray | T]
     ) -> tuple[np.ndarray | T, np.ndarray | None]:
-        """The idle fast path for one image: `prepare` (decode) and the model run in a single
-        trip to the model thread, skipping the two hand-offs through the event loop between
-        them; the model also runs faster on the thread that just decoded than on one woken
-        from sleep (concurrency-1 p50: -0.7 ms at 640x480, -3.7 ms at 1080p).
-        Returns (prepare's result, probabilities or None when prepare gave no sample).
-        Call only when `can_run_alone`. Like a queued image taken into a batch, the image
-        stops holding queue room as it starts; images queued meanwhile form the next batch."""
+        """`prepare` (a decode) and a model run of its one sample in a single trip to the
+        model thread, skipping two hand-offs through the event loop; the model also runs
+        faster on the thread that just decoded than on one woken from sleep
+        (benchmarks/RESULTS.md, idle fast path). Returns (prepare's result, probabilities or
+        None when prepare gave no sample). Call only when `free`; images queued meanwhile
+        form the next batch."""
         loop = asyncio.get_running_loop()
         self._alone = True
-        reservation.remaining -= 1
-        self._reserved -= 1
 
         def job() -> tuple[np.ndarray | T, np.ndarray | None, float]:
             sample = prepare()
@@ -214,43 +170,6 @@ class DynamicBatcher:
         self._alone = False
         self._wakeup.set()  # anything queued meanwhile runs now
 
-    def _check_room(self, n: int) -> None:
-        if self._closing:
-            raise BatcherClosedError("the service is shutting down")
-        if not self.has_room(n):
-            raise QueueFullError(self.retry_after())
-
-    def has_room(self, n: int = 1) -> bool:
-        return len(self._queue) + self._reserved + n <= self.max_queue_size
-
-    def submit(
-        self,
-        samples: Sequence[np.ndarray],
-        deadline: float,
-        reservation: Reservation | None = None,
-    ) -> list[asyncio.Future[np.ndarray]]:
-        """Queue all samples or none (QueueFullError). `deadline` is on time.monotonic().
-        With a reservation from `admit`, the room is already held and moves to the queue."""
-        if reservation is not None:
-            if len(samples) > reservation.remaining:
-                raise ValueError("more samples than the reservation holds")
-            if self._closing:
-                raise BatcherClosedError("the service is shutting down")
-            reservation.remaining -= len(samples)
-            self._reserved -= len(samples)
-        else:
-            self._check_room(len(samples))
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        futures: list[asyncio.Future[np.ndarray]] = []
-        for sample in samples:
-            fut: asyncio.Future[np.ndarray] = loop.create_future()
-            self._queue.append(_Item(sample, fut, now, deadline))
-            futures.append(fut)
-        self._set_depth()
-        self._wakeup.set()
-        return futures
-
     async def stop(self) -> None:
         """Finish everything queued, then stop the consumer and the model thread."""
         self._closing = True
@@ -258,11 +177,6 @@ class DynamicBatcher:
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
-
-    def retry_after(self) -> int:
-        """Seconds until the queue has room, from the recent batch time."""
-        batches = math.ceil((len(self._queue) + self._reserved) / self.max_batch_size)
-        return max(1, math.ceil(batches * self._batch_time_ewma))
 
     def _set_depth(self) -> None:
         if self._metrics is not None:
@@ -275,8 +189,8 @@ class DynamicBatcher:
         """Decoding is the bottleneck (images still decoding, the model idle): wait for them,
         up to one model run's time, instead of running a small batch that costs more CPU per
         image. The decode threads use the cores meanwhile, so no capacity is lost."""
-        give_up = time.monotonic() + self._batch_time_ewma
-        await self._wait_for_arrivals(give_up, lambda: self._decoding > 0)
+        give_up = time.monotonic() + self.batch_seconds
+        await self._wait_for_arrivals(give_up, lambda: self._incoming() > 0)
 
     async def _wait_for_arrivals(self, until: float, worth_it: Callable[[], bool]) -> None:
         """Let the batch grow while `worth_it()`, until `until`, the batch is full, or the
@@ -287,7 +201,7 @@ class DynamicBatcher:
             and len(self._queue) < self.max_batch_size
             and not self._closing
         ):
-            margin = max(1.5 * self._batch_time_ewma, 0.01)  # time to run and answer
+            margin = max(1.5 * self.batch_seconds, 0.01)  # time to run and answer
             urgent = min(item.deadline for item in self._queue) - margin
             remaining = min(until, urgent) - time.monotonic()
             if remaining <= 0:
@@ -325,7 +239,7 @@ class DynamicBatcher:
                 continue
             if self.max_delay_s > 0:
                 await self._wait_for_fuller_batch()
-            elif self.wait_for_decoding and self._decoding:
+            elif self.wait_for_decoding and self._incoming():
                 await self._wait_for_decoding()
             batch = self._take_batch()
             if not batch:
@@ -349,7 +263,7 @@ class DynamicBatcher:
                     item.future.set_result(row)
 
     def _record_batch(self, size: int, elapsed: float) -> None:
-        self._batch_time_ewma = 0.8 * self._batch_time_ewma + 0.2 * elapsed
+        self.batch_seconds = 0.8 * self.batch_seconds + 0.2 * elapsed
         if self._metrics is not None:
             self._metrics.inference_duration.observe(elapsed)
             self._metrics.batch_size.observe(size)

@@ -17,6 +17,8 @@ from onnx import numpy_helper
 from sklearn.metrics import average_precision_score
 
 from mltag_artifact import ArtifactError, load_artifact, parse_manifest, write_artifact
+from mltag_artifact.preprocess import preprocess
+from mltag_artifact.runner import ModelLoadError, ModelRunner
 from model_training.data import read_annotations
 from model_training.data.transforms import preprocessing_for
 from model_training.export import (
@@ -33,8 +35,6 @@ from model_training.export.cli import (
 from model_training.export.exporter import torch_scores
 from model_training.models.heads import GCNHead
 from model_training.trainer import evaluate_run, load_trained
-from service.inference.model import ModelLoadError, ModelRunner
-from service.inference.preprocess import preprocess
 
 from .conftest import RunFactory, copy_run
 

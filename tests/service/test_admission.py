@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from mltag_artifact import Artifact
+from tests.images import RED, solid
 
-from .images import RED, solid
 from .live import in_flight, live_server, read_response
 
 

@@ -19,12 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mltag_artifact import Artifact, Manifest
+from mltag_artifact.runner import ModelLoadError
 from service.app import create_app
-from service.inference.model import ModelLoadError
 from service.settings import Settings
+from tests.images import BLUE, GREEN, RED, encode, solid
 
 from .conftest import ClientFactory
-from .images import BLUE, GREEN, RED, encode, solid
 
 LABELS = ["red", "green", "blue", "yellow", "bright", "dark"]
 
@@ -408,7 +408,7 @@ def _sample(text: str, name: str) -> float:
 @contextmanager
 def model_on_hold(client: TestClient) -> Iterator[threading.Event]:
     """Hold the real model's runs until the event is set (to fill the queue on purpose)."""
-    batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+    batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
     gate = threading.Event()
     real_run = batcher._run_batch
 
@@ -439,7 +439,7 @@ def _wait_for(predicate: Any, timeout: float = 10) -> None:
 def test_queue_full_is_429_with_retry_after(make_client: ClientFactory) -> None:
     settings = {"max_queue_size": 4, "max_images_per_request": 4, "max_batch_size": 1}
     with make_client(**settings) as client, model_on_hold(client) as gate:
-        batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(2) as pool:
             running = pool.submit(_post_red, client)  # in the (held) model
             _wait_for(lambda: batcher.running)
@@ -465,7 +465,7 @@ def test_full_queue_sheds_before_the_body_is_parsed(make_client: ClientFactory) 
     bad_json = {"content": b"{not json", "headers": {"Content-Type": "application/json"}}
     with make_client(**settings) as client, model_on_hold(client) as gate:
         assert client.post("/tag", **bad_json).status_code == 400  # room: parsed, refused
-        batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(2) as pool:
             running = pool.submit(_post_red, client)
             _wait_for(lambda: batcher.running)
@@ -484,7 +484,7 @@ def test_full_queue_sheds_before_the_body_is_parsed(make_client: ClientFactory) 
 def test_request_larger_than_the_room_left_is_429(make_client: ClientFactory) -> None:
     settings = {"max_queue_size": 4, "max_images_per_request": 4, "max_batch_size": 1}
     with make_client(**settings) as client, model_on_hold(client) as gate:
-        batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(3) as pool:
             running = pool.submit(_post_red, client)
             _wait_for(lambda: batcher.running)
@@ -501,7 +501,7 @@ def test_request_larger_than_the_room_left_is_429(make_client: ClientFactory) ->
 
 def test_deadline_passes_while_queued_is_504(make_client: ClientFactory) -> None:
     with make_client(max_batch_size=1) as client, model_on_hold(client) as gate:
-        batcher = client.app.state.mltag.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(_post_red, client)
             _wait_for(lambda: batcher.running)
@@ -643,7 +643,7 @@ def test_inconsistent_settings_rejected(overrides: dict[str, Any], message: str)
 
 
 def test_log_lines_cannot_be_forged() -> None:
-    from service.middleware import _printable
+    from service.api.middleware import _printable
 
     assert _printable("/x\n2026 ERROR forged") == "/x\\n2026 ERROR forged"
 

@@ -1,6 +1,7 @@
-"""DynamicBatcher: flush on size and on delay, order, error fan-out, backpressure,
-deadlines and cancellation. A real function stands in for the model here: the batcher's
-contract is about queueing, and the real ONNX path is covered by the API tests."""
+"""DynamicBatcher and Admission: flush on size and on delay, order, error fan-out,
+backpressure, deadlines and cancellation, the idle fast path. A real function stands in for
+the model here: the batcher's contract is about queueing, and the real ONNX path is covered by
+the API tests."""
 
 from __future__ import annotations
 
@@ -8,18 +9,18 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from service.inference.batcher import (
-    BatcherClosedError,
-    DeadlineExceededError,
-    DynamicBatcher,
-    QueueFullError,
-)
+from service.inference.admission import Admission, AdmissionClosedError, QueueFullError
+from service.inference.batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher
+from service.inference.served_model import ServedModel, load_tagger
 from service.metrics import ServiceMetrics
+from service.settings import Settings
 
 
 class RecordingModel:
@@ -54,12 +55,31 @@ def far() -> float:
     return time.monotonic() + 30
 
 
+def admission_for(b: DynamicBatcher, max_queue_size: int) -> Admission:
+    """Admission in front of `b`, as ServedModel wires them."""
+    return Admission(
+        max_queue_size,
+        b.max_batch_size,
+        queued=lambda: b.queue_depth,
+        batch_seconds=lambda: b.batch_seconds,
+    )
+
+
+def submit(
+    b: DynamicBatcher, a: Admission, samples: list[np.ndarray], deadline: float
+) -> list[asyncio.Future[np.ndarray]]:
+    """Admit and queue a request's samples, all or none, as the API does."""
+    reservation = a.reserve(len(samples))
+    a.hand_over(reservation, len(samples))
+    return b.submit(samples, deadline)
+
+
 def test_results_map_back_in_order_and_batch_on_size() -> None:
     model = RecordingModel()
     model.gate.clear()  # hold the first batch so the rest pile up
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, max_queue_size=100)
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0)
         b.start()
         first = b.submit([sample(0)], far())
         await asyncio.sleep(0.05)  # batch [0] is now running (blocked on the gate)
@@ -79,7 +99,7 @@ def test_flush_on_delay_collects_stragglers() -> None:
     model = RecordingModel()
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0.2, max_queue_size=100)
+        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0.2)
         b.start()
         futs = b.submit([sample(1)], far())
         await asyncio.sleep(0.05)
@@ -98,7 +118,7 @@ def test_zero_delay_runs_alone_when_idle() -> None:
     model = RecordingModel()
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0, max_queue_size=100)
+        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0)
         b.start()
         t0 = time.monotonic()
         await asyncio.gather(*b.submit([sample(1)], far()))
@@ -113,7 +133,7 @@ def test_model_error_fans_out_to_every_waiter() -> None:
     model = RecordingModel(fail=True)
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0.05, max_queue_size=100)
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0.05)
         b.start()
         futs = b.submit([sample(1), sample(2), sample(3)], far())
         results = await asyncio.gather(*futs, return_exceptions=True)
@@ -132,16 +152,17 @@ def test_queue_full_rejects_whole_request() -> None:
     model.gate.clear()
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=2, max_delay_s=0, max_queue_size=3)
+        b = DynamicBatcher(model, max_batch_size=2, max_delay_s=0)
+        a = admission_for(b, 3)
         b.start()
-        running = b.submit([sample(0)], far())
+        running = submit(b, a, [sample(0)], far())
         await asyncio.sleep(0.05)  # running, so it no longer counts as queued
-        queued = b.submit([sample(1), sample(2)], far())
+        queued = submit(b, a, [sample(1), sample(2)], far())
         with pytest.raises(QueueFullError) as err:
-            b.submit([sample(3), sample(4)], far())  # 2 + 2 > 3: all or nothing
+            submit(b, a, [sample(3), sample(4)], far())  # 2 + 2 > 3: all or nothing
         assert err.value.retry_after_s >= 1
         assert b.queue_depth == 2
-        queued += b.submit([sample(5)], far())  # exactly fills the queue
+        queued += submit(b, a, [sample(5)], far())  # exactly fills the queue
         model.gate.set()
         await asyncio.gather(*running, *queued)
         await b.stop()
@@ -155,9 +176,7 @@ def test_expired_deadline_is_not_computed() -> None:
     metrics = ServiceMetrics()
 
     async def main() -> None:
-        b = DynamicBatcher(
-            model, max_batch_size=1, max_delay_s=0, max_queue_size=10, metrics=metrics
-        )
+        b = DynamicBatcher(model, max_batch_size=1, max_delay_s=0, metrics=metrics)
         b.start()
         slow = b.submit([sample(1)], far())
         await asyncio.sleep(0.02)
@@ -176,7 +195,7 @@ def test_cancelled_requests_are_skipped() -> None:
     model.gate.clear()
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0, max_queue_size=10)
+        b = DynamicBatcher(model, max_batch_size=8, max_delay_s=0)
         b.start()
         first = b.submit([sample(0)], far())
         await asyncio.sleep(0.05)
@@ -196,13 +215,17 @@ def test_stop_drains_queue_then_refuses() -> None:
     model = RecordingModel(delay_s=0.05)
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=2, max_delay_s=0, max_queue_size=10)
+        b = DynamicBatcher(model, max_batch_size=2, max_delay_s=0)
+        a = admission_for(b, 10)
         b.start()
         futs = b.submit([sample(v) for v in range(5)], far())
+        a.close()
         await b.stop()
         assert all(f.done() and not f.cancelled() for f in futs)
         with pytest.raises(BatcherClosedError):
             b.submit([sample(9)], far())
+        with pytest.raises(AdmissionClosedError):
+            a.reserve(1)
 
     run(main)
     assert sorted(sum(model.batches, [])) == [0, 1, 2, 3, 4]
@@ -213,9 +236,7 @@ def test_metrics_record_batches() -> None:
     metrics = ServiceMetrics()
 
     async def main() -> None:
-        b = DynamicBatcher(
-            model, max_batch_size=4, max_delay_s=0.1, max_queue_size=10, metrics=metrics
-        )
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0.1, metrics=metrics)
         b.start()
         await asyncio.gather(*b.submit([sample(v) for v in range(4)], far()))
         await b.stop()
@@ -233,22 +254,26 @@ def test_admission_reserves_room_before_decoding() -> None:
     model.gate.clear()
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=1, max_delay_s=0, max_queue_size=4)
+        b = DynamicBatcher(model, max_batch_size=1, max_delay_s=0)
+        a = admission_for(b, 4)
         b.start()
-        running = b.submit([sample(0)], far())
+        running = submit(b, a, [sample(0)], far())
         await asyncio.sleep(0.05)  # in the (held) model: no longer counts against the queue
-        with b.admit(3) as reservation:  # three images being decoded
-            with pytest.raises(QueueFullError), b.admit(2):
-                pass  # 3 reserved + 2 > 4: refused before any decoding
-            futs = b.submit([sample(1), sample(2)], far(), reservation)  # 1 image failed decoding
-            assert b.queue_depth == 2
+        reservation = a.reserve(3)  # three images being decoded
+        with pytest.raises(QueueFullError):
+            a.reserve(2)  # 3 reserved + 2 > 4: refused before any decoding
+        a.hand_over(reservation, 2)  # 1 image failed decoding
+        futs = b.submit([sample(1), sample(2)], far())
+        assert b.queue_depth == 2
+        a.release(reservation)
         # queued images are counted once: 2 queued + 2 more fit exactly
-        with b.admit(2), pytest.raises(QueueFullError), b.admit(1):
-            pass
+        two = a.reserve(2)
+        with pytest.raises(QueueFullError):
+            a.reserve(1)
+        a.release(two)
         model.gate.set()
         await asyncio.gather(*running, *futs)
-        with b.admit(4):  # all room is back once the queue has run
-            pass
+        a.release(a.reserve(4))  # all room is back once the queue has run
         await b.stop()
 
     run(main)
@@ -256,20 +281,21 @@ def test_admission_reserves_room_before_decoding() -> None:
 
 def test_a_held_reservation_resizes_and_releases_once() -> None:
     async def main() -> None:
-        b = DynamicBatcher(RecordingModel(), max_batch_size=4, max_delay_s=0, max_queue_size=4)
-        held = b.reserve(1)  # the middleware's slot, taken when the request arrived
-        other = b.reserve(2)
+        b = DynamicBatcher(RecordingModel(), max_batch_size=4, max_delay_s=0)
+        a = admission_for(b, 4)
+        held = a.reserve(1)  # the middleware's slot, taken when the request arrived
+        other = a.reserve(2)
         with pytest.raises(QueueFullError):
-            b.resize(held, 3)  # 1 + 2 more would need 5
+            a.resize(held, 3)  # 1 + 2 more would need 5
         assert held.remaining == 1  # a refused resize keeps what it held
-        b.resize(held, 2)
-        assert not b.has_room(1)
-        b.resize(held, 1)  # shrinking gives room back
-        assert b.has_room(1) and not b.has_room(2)
-        b.release(held)
-        b.release(held)  # idempotent: the endpoint and the middleware may both release
-        b.release(other)
-        assert b.has_room(4) and b.idle
+        a.resize(held, 2)
+        assert not a.has_room(1)
+        a.resize(held, 1)  # shrinking gives room back
+        assert a.has_room(1) and not a.has_room(2)
+        a.release(held)
+        a.release(held)  # idempotent: the endpoint and the middleware may both release
+        a.release(other)
+        assert a.has_room(4) and a.idle and b.idle
 
     run(main)
 
@@ -277,17 +303,21 @@ def test_a_held_reservation_resizes_and_releases_once() -> None:
 @pytest.mark.parametrize("wait", [True, False])
 def test_idle_model_waits_for_images_being_decoded(wait: bool) -> None:
     model = RecordingModel()
+    decoding = [0]
 
     async def main() -> None:
         b = DynamicBatcher(
-            model, max_batch_size=8, max_delay_s=0, max_queue_size=100, wait_for_decoding=wait
-        )
-        b._batch_time_ewma = 1.0  # one model run takes 1 s: the longest the model waits
+            model, max_batch_size=8, max_delay_s=0, wait_for_decoding=wait,
+            incoming=lambda: decoding[0],
+        )  # fmt: skip
+        b.batch_seconds = 1.0  # one model run takes 1 s: the longest the model waits
         b.start()
-        with b.decoding(1):  # another request's image is still being decoded
-            futs = b.submit([sample(1)], far())
-            await asyncio.sleep(0.1)
-            futs += b.submit([sample(2)], far())
+        decoding[0] = 1  # another request's image is still being decoded
+        futs = b.submit([sample(1)], far())
+        await asyncio.sleep(0.1)
+        futs += b.submit([sample(2)], far())
+        decoding[0] = 0
+        b.nudge()
         await asyncio.gather(*futs)
         await b.stop()
 
@@ -300,14 +330,13 @@ def test_wait_for_decoding_is_capped_at_one_model_run() -> None:
 
     async def main() -> None:
         b = DynamicBatcher(
-            model, max_batch_size=8, max_delay_s=0, max_queue_size=100, wait_for_decoding=True
-        )
-        b._batch_time_ewma = 0.1
+            model, max_batch_size=8, max_delay_s=0, wait_for_decoding=True, incoming=lambda: 1
+        )  # a decode that never finishes in time
+        b.batch_seconds = 0.1
         b.start()
-        with b.decoding(1):  # a decode that never finishes in time
-            t0 = time.monotonic()
-            await asyncio.gather(*b.submit([sample(1)], far()))
-            waited = time.monotonic() - t0
+        t0 = time.monotonic()
+        await asyncio.gather(*b.submit([sample(1)], far()))
+        waited = time.monotonic() - t0
         assert 0.05 < waited < 0.6
         await b.stop()
 
@@ -315,22 +344,38 @@ def test_wait_for_decoding_is_capped_at_one_model_run() -> None:
     assert model.batches == [[1]]
 
 
-def test_a_lone_request_may_run_alone_and_only_then() -> None:
+def test_a_lone_request_may_run_alone_and_only_then(demo_artifact_dir: Path) -> None:
+    """ServedModel.can_run_alone: nothing else admitted, decoding, queued or running, and no
+    fixed batching delay."""
+
     async def main() -> None:
-        b = DynamicBatcher(RecordingModel(), max_batch_size=4, max_delay_s=0, max_queue_size=8)
-        b.start()
-        mine = b.reserve(1)
-        assert b.can_run_alone(mine)
-        other = b.reserve(1)  # another request is uploading or decoding
-        assert not b.can_run_alone(mine)
-        b.release(other)
-        with b.decoding(1):
-            assert not b.can_run_alone(mine)
-        delayed = DynamicBatcher(RecordingModel(), max_batch_size=4, max_delay_s=0.01,
-                                 max_queue_size=8)  # fmt: skip
-        assert not delayed.can_run_alone(delayed.reserve(1))  # a set delay asks for company
-        b.release(mine)
-        await b.stop()
+        served = ServedModel(
+            load_tagger(Settings(artifact_dir=demo_artifact_dir, warmup_runs=0)),
+            Settings(artifact_dir=demo_artifact_dir),
+            ServiceMetrics(),
+            ThreadPoolExecutor(1),
+        )
+        served.start()
+        mine = served.admission.reserve(1)
+        assert served.can_run_alone(mine)
+        other = served.admission.reserve(1)  # another request is uploading or decoding
+        assert not served.can_run_alone(mine)
+        served.admission.release(other)
+        with served.decoder.tracking(1):
+            assert not served.can_run_alone(mine)
+        assert served.can_run_alone(mine)
+        delayed = ServedModel(
+            served.tagger,
+            Settings(artifact_dir=demo_artifact_dir, max_delay_ms=10),
+            ServiceMetrics(),
+            ThreadPoolExecutor(1),
+        )
+        assert not delayed.can_run_alone(
+            delayed.admission.reserve(1)
+        )  # a set delay asks for company
+        served.admission.release(mine)
+        await served.stop()
+        await delayed.stop()
 
     run(main)
 
@@ -346,22 +391,24 @@ def test_run_alone_decodes_and_runs_in_one_trip_and_later_arrivals_batch_after()
         return sample(7)
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, max_queue_size=4,
-                           metrics=metrics)  # fmt: skip
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, metrics=metrics)
+        a = admission_for(b, 4)
         b.start()
-        mine = b.reserve(1)
-        alone = asyncio.ensure_future(b.run_alone(prepare, mine))
+        mine = a.reserve(1)
+        assert b.free
+        a.hand_over(mine, 1)  # like an image taken into a batch, it holds no queue room
+        alone = asyncio.ensure_future(b.run_alone(prepare))
         await asyncio.sleep(0.05)  # in the (held) model
-        assert b.running and mine.remaining == 0
-        assert b.has_room(4)  # like an image taken into a batch, it holds no queue room
-        later = b.submit([sample(1), sample(2)], far())
+        assert b.running and mine.remaining == 0 and not b.free
+        assert a.has_room(4)
+        later = submit(b, a, [sample(1), sample(2)], far())
         await asyncio.sleep(0.05)
         assert b.queue_depth == 2  # they wait for the model thread, not behind it
         model.gate.set()
         got, probs = await alone
         assert float(got[0]) == 7 and probs is not None and float(probs[0]) == 70
         assert [float(o[0]) for o in await asyncio.gather(*later)] == [10, 20]
-        assert not b.running and b.idle
+        assert not b.running and b.idle and a.idle
         await b.stop()
 
     run(main)
@@ -375,13 +422,13 @@ def test_run_alone_passes_on_decode_errors_and_model_failures() -> None:
     model = RecordingModel(fail=True)
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, max_queue_size=4)
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0)
         b.start()
         err = ValueError("not an image")
-        assert await b.run_alone(lambda: err, b.reserve(1)) == (err, None)
+        assert await b.run_alone(lambda: err) == (err, None)
         assert model.batches == []  # nothing to run
         with pytest.raises(RuntimeError, match="exploded"):
-            await b.run_alone(lambda: sample(1), b.reserve(1))
+            await b.run_alone(lambda: sample(1))
         await asyncio.sleep(0.01)
         assert not b.running  # the model thread is free again
         model.fail = False

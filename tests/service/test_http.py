@@ -12,8 +12,8 @@ import pytest
 
 from mltag_artifact import Artifact
 from service.http import CoalescingTransport, coalescing_protocol
+from tests.images import RED, solid
 
-from .images import RED, solid
 from .live import live_server, read_response
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"

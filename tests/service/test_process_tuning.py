@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service.app import lower_thread_priority
 from service.settings import Settings
+from service.tuning import lower_thread_priority
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux-only")
 
@@ -36,11 +36,10 @@ def test_zero_leaves_priority_alone() -> None:
 
 
 def test_model_threads_rank_between_the_event_loop_and_decoding(demo_artifact_dir: Path) -> None:
-    """ONNX Runtime's own worker threads inherit the priority `load_model` creates the session
+    """ONNX Runtime's own worker threads inherit the priority `load_tagger` creates the session
     at; the batcher's model thread gets the same. The caller (the event loop) stays put."""
-    from service.app import load_model
     from service.inference.batcher import DynamicBatcher
-    from service.state import ServiceState
+    from service.inference.served_model import load_tagger
 
     def tids() -> set[int]:
         return {int(t.name) for t in Path("/proc/self/task").iterdir()}
@@ -52,8 +51,7 @@ def test_model_threads_rank_between_the_event_loop_and_decoding(demo_artifact_di
     base = _thread_nice()
     settings = Settings(artifact_dir=demo_artifact_dir, model_nice=4, intra_op_threads=2)
     before = tids()
-    state = ServiceState(settings=settings)
-    load_model(state)
+    tagger = load_tagger(settings)
     ort_workers = tids() - before
     assert ort_workers, "expected ONNX Runtime to start an intra-op worker thread"
     assert {nice_of(t) for t in ort_workers} == {min(19, base + 4)}
@@ -61,16 +59,13 @@ def test_model_threads_rank_between_the_event_loop_and_decoding(demo_artifact_di
     assert names == {"mltag-model"}  # inherited: `top -H` and load.py attribute their CPU
     assert _thread_nice() == base
 
-    assert state.runner is not None
-    batcher = DynamicBatcher(
-        state.runner.run, 1, 0, 1, thread_initializer=lambda: lower_thread_priority(4)
-    )
+    batcher = DynamicBatcher(tagger.run, 1, 0, thread_initializer=lambda: lower_thread_priority(4))
     assert batcher._executor.submit(_thread_nice).result() == min(19, base + 4)
     batcher._executor.shutdown()
 
 
 def test_worker_threads_get_os_visible_names() -> None:
-    from service.app import worker_thread_setup
+    from service.tuning import worker_thread_setup
 
     def comm() -> str:
         return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
@@ -82,7 +77,7 @@ def test_worker_threads_get_os_visible_names() -> None:
 
 
 def test_malloc_tuning_applies_on_glibc() -> None:
-    from service.app import tune_malloc
+    from service.tuning import tune_malloc
 
     if not os.confstr("CS_GNU_LIBC_VERSION"):
         pytest.skip("not glibc")

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from mltag_artifact import Artifact
+from tests.images import RED, solid
 
-from .images import RED, solid
 from .live import free_port, live_server
 
 pytestmark = [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.inference.model import ModelLoadError, _cgroup_cpu_limit, choose_providers
+from mltag_artifact.runner import ModelLoadError, _cgroup_cpu_limit, choose_providers
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -1,4 +1,10 @@
-"""The ONNX Runtime session: provider choice, checks against the manifest, warm-up, run."""
+"""The ONNX Runtime session of an artifact: session options, provider choice and fallback,
+checks of the graph's inputs and outputs against the manifest, warm-up, run.
+
+Used by the service, the exporter's verification and evaluation, and the benchmarks, so every
+measurement runs the model exactly as it is served. Needs numpy + onnxruntime (the `runtime`
+extra of this package).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,14 @@ import math
 import os
 from pathlib import Path
 
+# Before the first import of ONNX Runtime: otherwise it looks up Microsoft's telemetry host
+# and prints a non-JSON warning to stderr. A user's explicit setting wins.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import numpy as np
 import onnxruntime as ort
 
-from mltag_artifact import Artifact
+from .artifact import Artifact
 
 log = logging.getLogger("mltag.runner")
 
@@ -73,6 +83,18 @@ def choose_providers(requested: str, require_gpu: bool, available: list[str]) ->
     return ["CPUExecutionProvider"]
 
 
+def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
+    """The options every mltag session uses: full graph optimisation, `intra_op_threads`
+    (0 = one per usable core), one inter-op thread, no busy-wait spinning (it steals the
+    cores that decode images: benchmarks/RESULTS.md)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = intra_op_threads or available_cores()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class ModelRunner:
     """One ORT session; `run` is called from one thread at a time (the batcher's)."""
 
@@ -85,13 +107,7 @@ class ModelRunner:
     ) -> None:
         m = artifact.manifest
         self.manifest = m
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = intra_op_threads or available_cores()
-        opts.inter_op_num_threads = 1
-        # Busy-wait spinning steals cores from image decoding: measured ~9% of a decode+model
-        # pipeline on 2 cores (docs in the shared perf notes); off.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts = session_options(intra_op_threads)
         providers = choose_providers(provider, require_gpu, ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from mltag_artifact import Preprocessing
-from service.inference.preprocess import (
+from mltag_artifact.preprocess import (
     EmptyImageError,
     ImageError,
     TooManyPixelsError,
@@ -15,8 +15,7 @@ from service.inference.preprocess import (
     decode,
     preprocess,
 )
-
-from .images import BLUE, RED, encode, jpeg_with_orientation, sixteen_bit_grey, solid
+from tests.images import BLUE, RED, encode, jpeg_with_orientation, sixteen_bit_grey, solid
 
 PREP = Preprocessing(height=32, width=32, layout="NHWC", input_dtype="uint8",
                      normalize_in_graph=True, mean=(0, 0, 0), std=(1, 1, 1))  # fmt: skip

@@ -1,7 +1,10 @@
 """Image bytes -> the model's input sample, as the manifest's `preprocessing` describes.
 
-The one preprocessing code path: the service uses it for every request and
-`mltag-train evaluate --artifact` uses it to measure deployed accuracy. Needs numpy + Pillow.
+The one preprocessing code path: the service uses it for every request, training uses it to
+decode and resize (before augmenting) and to evaluate, and the exporter uses it to check
+ONNX against PyTorch, so a model is measured on exactly the pixels it will be served.
+Needs numpy + Pillow. Errors are plain exceptions with a stable machine `code`; mapping a
+code onto a transport (an HTTP status) is the caller's business.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mltag_artifact import Preprocessing
+from .manifest import Preprocessing
 
 # Pillow format names we accept. MPO is how Pillow reports multi-picture (camera) JPEGs.
 SUPPORTED_FORMATS = {
@@ -25,6 +28,10 @@ SUPPORTED_FORMATS = {
     "TIFF": "TIFF",
 }
 SUPPORTED_FORMATS_TEXT = "JPEG, PNG, WebP, BMP, GIF (first frame), TIFF"
+
+# Pixel limit for trusted local files (training data, evaluation sets): only a guard against
+# decompression bombs. The service passes its own, much lower, limit.
+LOCAL_MAX_PIXELS = 200_000_000
 
 # We enforce our own pixel limit (`max_pixels`) from the header before decoding; Pillow's
 # warning below its hard limit would only add noise. (Filter set once: catch_warnings is not
@@ -42,25 +49,29 @@ _RESAMPLE = {
 
 
 class ImageError(Exception):
-    """A per-image problem; `code` and `status` map it onto the API's error contract."""
+    """An image that cannot be used; `code` is stable and machine-readable."""
 
-    code = "invalid_image"
-    status = 422
+    code = "invalid_image"  # not an image, or truncated / corrupt data
 
 
 class UnsupportedFormatError(ImageError):
-    code = "unsupported_format"
-    status = 415
+    code = "unsupported_format"  # a real image in a format we do not accept
 
 
 class TooManyPixelsError(ImageError):
-    code = "image_too_large"
-    status = 413
+    code = "image_too_large"  # over the pixel limit, known from the header before decoding
 
 
 class EmptyImageError(ImageError):
-    code = "empty_image"
-    status = 400
+    code = "empty_image"  # zero bytes
+
+
+IMAGE_ERRORS: tuple[type[ImageError], ...] = (
+    ImageError,
+    UnsupportedFormatError,
+    TooManyPixelsError,
+    EmptyImageError,
+)
 
 
 def decode(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None = None) -> Image.Image:
@@ -125,7 +136,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def _flatten_alpha(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+def flatten_alpha(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Composite an RGBA image onto `background`; other modes pass through."""
     if im.mode != "RGBA":
         return im
     canvas = Image.new("RGB", im.size, background)
@@ -178,9 +190,14 @@ def to_array(im: Image.Image, prep: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(sample)
 
 
-def preprocess(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
-    """Image file bytes -> model input sample. Raises ImageError for bad images."""
+def load_image(data: bytes, prep: Preprocessing, max_pixels: int = LOCAL_MAX_PIXELS) -> Image.Image:
+    """Image file bytes -> the RGB image the model sees (decoded, oriented, resized, alpha
+    composited), before `to_array`. Raises ImageError for bad images."""
     im = decode(data, max_pixels, draft_size=(prep.width, prep.height))
     im = resize(im, prep)
-    im = _flatten_alpha(im, prep.alpha_background)
-    return to_array(im, prep)
+    return flatten_alpha(im, prep.alpha_background)
+
+
+def preprocess(data: bytes, prep: Preprocessing, max_pixels: int = LOCAL_MAX_PIXELS) -> np.ndarray:
+    """Image file bytes -> model input sample. Raises ImageError for bad images."""
+    return to_array(load_image(data, prep, max_pixels), prep)

@@ -18,7 +18,7 @@ from mltag_artifact import (
     parse_manifest,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _raw(artifact: Artifact) -> dict[str, Any]:

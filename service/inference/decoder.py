@@ -1,0 +1,77 @@
+"""Decoding off the event loop: image bytes -> model input samples in the decode thread pool,
+through the contract's preprocessing, counting the images in progress (the batcher may wait
+for them) and skipping work nobody waits for any more."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+
+from mltag_artifact import Preprocessing
+from mltag_artifact.preprocess import ImageError, preprocess
+
+from ..metrics import ServiceMetrics
+
+T = TypeVar("T")
+Decoded = np.ndarray | ImageError
+
+
+class Decoder:
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        prep: Preprocessing,
+        max_pixels: int,
+        metrics: ServiceMetrics,
+        on_done: Callable[[], None],
+    ) -> None:
+        self._pool = pool
+        self._prep = prep
+        self._max_pixels = max_pixels
+        self._metrics = metrics
+        self._on_done = on_done
+        self.in_progress = 0  # images submitted to the pool and not yet finished
+
+    def decode(self, data: bytes, abandoned: threading.Event, deadline: float) -> Decoded | None:
+        """One image, on the calling thread; None when skipped because the request was
+        abandoned or its deadline passed (don't spend a core on it)."""
+        if abandoned.is_set() or time.monotonic() > deadline:
+            return None
+        t0 = time.perf_counter()
+        try:
+            sample = preprocess(data, self._prep, self._max_pixels)
+        except ImageError as e:
+            return e
+        self._metrics.decode_duration.observe(time.perf_counter() - t0)
+        return sample
+
+    def submit(
+        self, payloads: list[bytes], abandoned: threading.Event, deadline: float
+    ) -> list[asyncio.Future[Decoded | None]]:
+        """Start decoding every payload in the pool; cancel a future to drop a job that has
+        not started."""
+        loop = asyncio.get_running_loop()
+        return [
+            loop.run_in_executor(self._pool, self.decode, p, abandoned, deadline) for p in payloads
+        ]
+
+    @contextmanager
+    def tracking(self, n: int) -> Iterator[None]:
+        """Count n images as in progress for the duration."""
+        self.in_progress += n
+        try:
+            yield
+        finally:
+            self.in_progress -= n
+            self._on_done()
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Other CPU work of a request (parsing a big JSON body, base64) off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
