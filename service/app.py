@@ -58,7 +58,8 @@ def create_app(
         model.batcher.on_crash(lambda: state.set_ready(False))  # never "ready" with a dead queue
         state.model = model
         # Everything alive now (libraries, app, model) lives until exit: freeze it out of the
-        # cyclic GC, whose full passes over it paused the event loop ~20-25 ms each under load.
+        # cyclic GC, whose full passes over it pause the event loop (benchmarks/RESULTS.md,
+        # "GC freeze after startup").
         gc.collect()
         gc.freeze()
         state.set_ready(True)

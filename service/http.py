@@ -1,9 +1,10 @@
 """uvicorn's httptools protocol, sending each response's head and body in one write.
 
 uvicorn writes the status line + headers, then the body, as two socket writes. On loopback
-and small responses each write is a full TCP send that wakes the client: 0.2–0.3 ms apiece
-at concurrency 1 here. Holding the head until the body's first write (or the end of the
-current loop iteration, whichever comes first) makes it one, without changing what is sent.
+and small responses each write is a full TCP send that wakes the client (measured in
+benchmarks/RESULTS.md, "A leaner /tag request path"). Holding the head until the body's
+first write (or the end of the current loop iteration, whichever comes first) makes it one,
+without changing what is sent.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     wait_for_decoding: bool = Field(
         False,
         description="With max_delay_ms 0, an idle model waits (up to one model run) for images"
-        " being decoded instead of running small batches (bigger batches, same throughput here).",
+        " being decoded instead of running small batches (see benchmarks/RESULTS.md).",
     )
     max_queue_size: int = Field(256, ge=1, description="Images waiting; beyond it -> 429.")
     request_timeout_s: float = Field(

@@ -85,18 +85,15 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# Codes for the HTTP errors Starlette and FastAPI raise themselves (unknown path, wrong method,
+# an unparseable multipart body); ours are raised as ApiError with their own code.
 _HTTP_CODES = {
     400: "bad_request",
-    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-    429: "queue_full",
-    503: "unavailable",
-    504: "deadline_exceeded",
 }
+HTTP_ERROR_FALLBACK = "http_error"
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -141,6 +138,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        code = _HTTP_CODES.get(exc.status_code, HTTP_ERROR_FALLBACK)
         _count_rejection(request, exc.status_code)
         return error_response(request, exc.status_code, code, str(exc.detail), exc.headers)

@@ -217,7 +217,8 @@ def _query(request: Request) -> TagQuery:
 )
 async def tag(request: Request) -> JSONResponse:
     # The route takes only the request, and parses its query string itself: FastAPI's
-    # per-parameter solving cost ~0.25 ms of event-loop time per request (measured).
+    # per-parameter solving costs event-loop time on every request (benchmarks/RESULTS.md,
+    # "A leaner /tag request path").
     # Admission: the middleware reserved one slot when the request arrived, before its body.
     model = ready_model(request)
     options = _parse_query(request)
