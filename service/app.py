@@ -32,6 +32,39 @@ def decode_thread_count(settings: Settings) -> int:
     return settings.decode_threads or available_cores()
 
 
+@asynccontextmanager
+async def serving(state: ServiceState, tagger: Tagger | None) -> AsyncIterator[None]:
+    """The app's lifespan: load (unless `tagger` was loaded already), start the served model,
+    ready; on exit drain, stop and release."""
+    settings = state.settings
+    tune_malloc(settings.malloc_tuning)
+    loaded = tagger if tagger is not None else await asyncio.to_thread(load_tagger, settings)
+    decode_pool = ThreadPoolExecutor(
+        max_workers=decode_thread_count(settings),
+        thread_name_prefix="mltag-decode",
+        initializer=worker_thread_setup,
+        initargs=("mltag-decode", settings.decode_nice),
+    )
+    model = ServedModel(loaded, settings, state.metrics, decode_pool)
+    model.start()
+    model.batcher.on_crash(lambda: state.set_ready(False))  # never "ready" with a dead queue
+    state.model = model
+    # Everything alive now (libraries, app, model) lives until exit: freeze it out of the
+    # cyclic GC, whose full passes over it pause the event loop (benchmarks/RESULTS.md,
+    # "GC freeze after startup").
+    gc.collect()
+    gc.freeze()
+    state.set_ready(True)
+    try:
+        yield
+    finally:
+        state.begin_drain()
+        state.set_ready(False)
+        await model.stop()  # finishes whatever is still queued
+        decode_pool.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+
 def create_app(
     settings: Settings | None = None,
     tagger: Tagger | None = None,
@@ -41,50 +74,20 @@ def create_app(
     loads before binding the port, for clean errors); otherwise the lifespan loads it. Pass
     `state` to look inside a running app (tests)."""
     settings = settings or (state.settings if state else Settings())
-    state = state or ServiceState(settings=settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tune_malloc(settings.malloc_tuning)
-        loaded = tagger if tagger is not None else await asyncio.to_thread(load_tagger, settings)
-        decode_pool = ThreadPoolExecutor(
-            max_workers=decode_thread_count(settings),
-            thread_name_prefix="mltag-decode",
-            initializer=worker_thread_setup,
-            initargs=("mltag-decode", settings.decode_nice),
-        )
-        model = ServedModel(loaded, settings, state.metrics, decode_pool)
-        model.start()
-        model.batcher.on_crash(lambda: state.set_ready(False))  # never "ready" with a dead queue
-        state.model = model
-        # Everything alive now (libraries, app, model) lives until exit: freeze it out of the
-        # cyclic GC, whose full passes over it pause the event loop (benchmarks/RESULTS.md,
-        # "GC freeze after startup").
-        gc.collect()
-        gc.freeze()
-        state.set_ready(True)
-        try:
-            yield
-        finally:
-            state.begin_drain()
-            state.set_ready(False)
-            await model.stop()  # finishes whatever is still queued
-            decode_pool.shutdown(wait=False, cancel_futures=True)
-            log.info("stopped")
-
+    app_state = state or ServiceState(settings=settings)
     app = FastAPI(
         title="mltag",
         version=__version__,
         description="Multilabel image tagging. POST images to /tag; see /labels for the label "
         "set and calibrated thresholds; KServe v2 protocol under /v2.",
-        lifespan=lifespan,
+        lifespan=lambda _: serving(app_state, tagger),
     )
-    app.state.mltag = state
+    app.state.mltag = app_state
     install_error_handlers(app)
     app.include_router(tag.router)
     app.include_router(info.router)
     app.include_router(kserve.router)
-    app.add_middleware(ServiceMiddleware, state=state)
+    app.add_middleware(ServiceMiddleware, state=app_state)
     if settings.cors_origins:  # outermost, so refusals (401, 413, 503) carry CORS headers too
         app.add_middleware(
             CORSMiddleware,

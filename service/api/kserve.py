@@ -133,26 +133,24 @@ def _flag(value: object) -> bool:
     return value is True  # JSON booleans only: "false" is not true
 
 
-def _input_tensor(model: ServedModel, doc: dict[str, Any], binary: bytes) -> np.ndarray:
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def _input_spec(model: ServedModel, doc: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    """The one input's spec and its checked shape [batch, *sample_shape]."""
     m = model.tagger.manifest
-    runner = model.tagger.runner
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise ApiError(400, "bad_request", f"expected exactly one input, {m.onnx.input_name!r}")
+        raise _bad(f"expected exactly one input, {m.onnx.input_name!r}")
     spec = inputs[0]
     if spec.get("name") != m.onnx.input_name:
-        raise ApiError(
-            400,
-            "bad_request",
-            f"unknown input {spec.get('name')!r}; expected {m.onnx.input_name!r}",
-        )
+        raise _bad(f"unknown input {spec.get('name')!r}; expected {m.onnx.input_name!r}")
     want_type = _DATATYPES[m.preprocessing.input_dtype]
     if spec.get("datatype") != want_type:
-        raise ApiError(
-            400, "bad_request", f"input datatype {spec.get('datatype')!r}; expected {want_type!r}"
-        )
+        raise _bad(f"input datatype {spec.get('datatype')!r}; expected {want_type!r}")
     shape = spec.get("shape")
-    sample = list(runner.sample_shape)
+    sample = list(model.tagger.runner.sample_shape)
     if (
         not isinstance(shape, list)
         or len(shape) != 1 + len(sample)
@@ -160,48 +158,42 @@ def _input_tensor(model: ServedModel, doc: dict[str, Any], binary: bytes) -> np.
         or shape[1:] != sample
         or shape[0] < 1
     ):
-        raise ApiError(
-            400,
-            "bad_request",
-            f"input shape {shape}; expected [batch, {', '.join(map(str, sample))}]",
-        )
+        raise _bad(f"input shape {shape}; expected [batch, {', '.join(map(str, sample))}]")
     limit = max(model.settings.max_batch_size, model.settings.max_images_per_request)
     if shape[0] > limit:
         raise ApiError(422, "too_many_images", f"batch of {shape[0]}; the limit is {limit}")
-    dtype = runner.dtype
+    return spec, shape
+
+
+def _input_tensor(model: ServedModel, doc: dict[str, Any], binary: bytes) -> np.ndarray:
+    spec, shape = _input_spec(model, doc)
+    dtype = model.tagger.runner.dtype
+    want_type = _DATATYPES[model.tagger.manifest.preprocessing.input_dtype]
     count = int(np.prod(shape))
     params = spec.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
         if type(size) is not int or len(binary) != size:
-            raise ApiError(
-                400,
-                "bad_request",
-                f"binary_data_size {size!r} does not match the {len(binary)} bytes that follow",
+            raise _bad(
+                f"binary_data_size {size!r} does not match the {len(binary)} bytes that follow"
             )
         if size != count * dtype.itemsize:
-            raise ApiError(
-                400, "bad_request", f"{size} bytes of {want_type}; shape {shape} needs {count}"
-            )
+            raise _bad(f"{size} bytes of {want_type}; shape {shape} needs {count}")
         arr = np.frombuffer(binary, dtype=dtype)
     else:
         try:
             values = np.asarray(spec.get("data"), dtype=np.float64).reshape(-1)
         except (TypeError, ValueError, OverflowError) as e:
-            raise ApiError(
-                400, "bad_request", f"input data is not a list of numbers ({want_type}): {e}"
-            ) from None
+            raise _bad(f"input data is not a list of numbers ({want_type}): {e}") from None
         if values.size != count:
-            raise ApiError(
-                400, "bad_request", f"input has {values.size} values; shape {shape} needs {count}"
-            )
+            raise _bad(f"input has {values.size} values; shape {shape} needs {count}")
         if dtype == np.uint8 and not (
             np.all((values >= 0) & (values <= 255)) and np.all(values == np.round(values))
         ):
-            raise ApiError(400, "bad_request", "UINT8 input values must be integers in 0..255")
+            raise _bad("UINT8 input values must be integers in 0..255")
         arr = values.astype(dtype)
     if dtype != np.uint8 and not np.all(np.isfinite(arr)):
-        raise ApiError(400, "bad_request", "input contains NaN or infinite values")
+        raise _bad("input contains NaN or infinite values")
     return arr.reshape(shape)
 
 
