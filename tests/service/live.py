@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +39,14 @@ def live_server(
     env: Mapping[str, str] | None = None,
     log_dir: Path | None = None,
     timeout_s: float = 30.0,
+    unset: Sequence[str] = (),
 ) -> Iterator[LiveServer]:
-    """Run `python -m service` (or `command`) with MLTAG_PORT set; wait for /readyz."""
+    """Run `python -m service` (or `command`) with MLTAG_PORT set (and the `unset` variables
+    removed from this process's environment); wait for /readyz."""
     port = free_port()
     full_env = {**os.environ, "MLTAG_HOST": "127.0.0.1", "MLTAG_PORT": str(port), **(env or {})}
+    for name in unset:
+        full_env.pop(name, None)
     log_path = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"mltag-serve-{port}.log"
     cmd = command or [sys.executable, "-m", "service"]
     with log_path.open("wb") as log:
