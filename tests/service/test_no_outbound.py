@@ -78,5 +78,5 @@ def test_no_outbound_connection_and_json_logs(demo_artifact_dir: Path, tmp_path:
     assert lines, "the service logged nothing"
     for line in lines:
         json.loads(line)  # every line of the log is one JSON object
-    control_server, control_trace = runs["control"]
+    _, control_trace = runs["control"]
     assert outbound(control_trace), "the harness saw no lookup even with telemetry on"
