@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import ApiError
@@ -60,7 +60,13 @@ async def labels(state: StateDep) -> LabelsResponse:
     )
 
 
-@router.get("/metrics", tags=["health"], summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,  # documents the text exposition format, not JSON
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+)
 async def metrics(state: StateDep) -> Response:
     state.metrics.queue_depth.set(state.model.batcher.queue_depth if state.model else 0)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -26,6 +26,7 @@ from .pipeline import (
     infer_samples,
     request_deadline,
 )
+from .schemas import InferRequest, inline_schema
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 
@@ -112,8 +113,9 @@ def _model_ready(state: ServiceState, name: str, version: str | None) -> JSONRes
 
 def _split_body(header_len: str | None, body: bytes) -> tuple[dict[str, Any], bytes]:
     if header_len is not None:
-        if not header_len.isdigit():
-            raise ApiError(400, "bad_request", f"{_HEADER_LENGTH} must be a non-negative integer")
+        # ASCII only: str.isdigit() also accepts "²", which int() refuses.
+        if not (header_len.isascii() and header_len.isdigit()):
+            raise _bad(f"{_HEADER_LENGTH} must be a non-negative integer")
         n = int(header_len)
         if n > len(body):
             raise ApiError(400, "bad_request", f"{_HEADER_LENGTH} {n} exceeds the body size")
@@ -124,6 +126,10 @@ def _split_body(header_len: str | None, body: bytes) -> tuple[dict[str, Any], by
         doc = json.loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, "invalid_json", f"malformed inference request JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(
+            400, "invalid_json", "the inference request JSON is nested too deeply"
+        ) from None
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_json", "the inference request must be a JSON object")
     return doc, binary
@@ -182,9 +188,12 @@ def _input_tensor(model: ServedModel, doc: dict[str, Any], binary: bytes) -> np.
         arr = np.frombuffer(binary, dtype=dtype)
     else:
         try:
-            values = np.asarray(spec.get("data"), dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError, OverflowError) as e:
-            raise _bad(f"input data is not a list of numbers ({want_type}): {e}") from None
+            values = np.asarray(spec.get("data"))
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            values = np.asarray([], dtype=object)
+        if values.dtype.kind not in "iuf":  # numeric strings, booleans, nulls: refused
+            raise _bad(f"input data is not a list of numbers ({want_type})")
+        values = values.astype(np.float64).reshape(-1)
         if values.size != count:
             raise _bad(f"input has {values.size} values; shape {shape} needs {count}")
         if dtype == np.uint8 and not (
@@ -197,29 +206,37 @@ def _input_tensor(model: ServedModel, doc: dict[str, Any], binary: bytes) -> np.
     return arr.reshape(shape)
 
 
-def _wants_binary(doc: dict[str, Any], output_name: str) -> bool:
+def _requested_outputs(doc: dict[str, Any], output_name: str) -> list[dict[str, Any]]:
+    """The request's `outputs` (a list of objects naming this model's output), or []."""
+    outputs = doc.get("outputs")
+    if outputs is None:
+        return []
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise _bad('outputs must be a list of objects, e.g. [{"name": "..."}]')
+    for requested in outputs:
+        if requested.get("name") != output_name:
+            raise _bad(f"unknown output requested; this model has {output_name!r}")
+    return outputs
+
+
+def _wants_binary(doc: dict[str, Any], outputs: list[dict[str, Any]]) -> bool:
     params = doc.get("parameters") or {}
     default = _flag(params.get("binary_data_output")) if isinstance(params, dict) else False
-    for out in doc.get("outputs") or []:
-        if isinstance(out, dict) and out.get("name") == output_name:
-            p = out.get("parameters") or {}
-            if isinstance(p, dict) and "binary_data" in p:
-                return _flag(p["binary_data"])
+    for out in outputs:
+        p = out.get("parameters") or {}
+        if isinstance(p, dict) and "binary_data" in p:
+            return _flag(p["binary_data"])
     return default
 
 
 def _parse_request(
     model: ServedModel, header_len: str | None, body: bytes
-) -> tuple[dict[str, Any], np.ndarray]:
-    """JSON + tensor decoding (CPU work for big JSON tensors: runs in the pool)."""
+) -> tuple[dict[str, Any], np.ndarray, bool]:
+    """JSON + tensor decoding (CPU work for big JSON tensors: runs in the pool): the request
+    document, the input batch, and whether the output goes back as binary."""
     doc, binary = _split_body(header_len, body)
-    output_name = model.tagger.manifest.onnx.output_name
-    for requested in doc.get("outputs") or []:
-        if not isinstance(requested, dict) or requested.get("name") != output_name:
-            raise ApiError(
-                400, "bad_request", f"unknown output requested; this model has {output_name!r}"
-            )
-    return doc, _input_tensor(model, doc, binary)
+    outputs = _requested_outputs(doc, model.tagger.manifest.onnx.output_name)
+    return doc, _input_tensor(model, doc, binary), _wants_binary(doc, outputs)
 
 
 async def _infer(request: Request, model: ServedModel) -> Response:
@@ -229,7 +246,9 @@ async def _infer(request: Request, model: ServedModel) -> Response:
     try:
         body = await guard.read_body(request.body())
         header_len = request.headers.get(_HEADER_LENGTH.lower())
-        doc, batch = await model.decoder.offload(_parse_request, model, header_len, body)
+        doc, batch, binary_out = await model.decoder.offload(
+            _parse_request, model, header_len, body
+        )
         with admitted(request, model, len(batch)) as reservation:
             rows = await infer_samples(request, model, list(batch), guard, reservation)
     finally:
@@ -246,7 +265,7 @@ async def _infer(request: Request, model: ServedModel) -> Response:
     result: dict[str, Any] = {"model_name": m.name, "model_version": m.version, "outputs": [out]}
     if "id" in doc:
         result["id"] = doc["id"]
-    if _wants_binary(doc, m.onnx.output_name):
+    if binary_out:
         blob = probs.tobytes()
         out["parameters"] = {"binary_data_size": len(blob)}
         head = json.dumps(result).encode()
@@ -259,13 +278,35 @@ async def _infer(request: Request, model: ServedModel) -> Response:
     return JSONResponse(result)
 
 
-@router.post("/models/{name}/infer", summary="Inference on preprocessed tensors")
+# The body is parsed by hand (JSON, or JSON + binary tensors); describe it for OpenAPI.
+_INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": inline_schema(InferRequest)},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "The JSON request, then the binary tensor data; the JSON's "
+                f"length in the {_HEADER_LENGTH} header.",
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/models/{name}/infer", summary="Inference on preprocessed tensors", openapi_extra=_INFER_BODY
+)
 async def infer(name: str, request: Request, model: ReadyModelDep) -> Response:
     _check_model(model, name)
     return await _infer(request, model)
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference (versioned)")
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference (versioned)",
+    openapi_extra=_INFER_BODY,
+)
 async def infer_version(
     name: str, version: str, request: Request, model: ReadyModelDep
 ) -> Response:

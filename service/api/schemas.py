@@ -9,6 +9,25 @@ from pydantic import BaseModel, ConfigDict, Field
 Score = float
 
 
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """JSON schema with its local $defs inlined (they would not resolve inside OpenAPI)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. invalid_image.")
     message: str = Field(description="What went wrong, for a person.")
@@ -114,3 +133,34 @@ class LabelsResponse(BaseModel):
     model: ModelInfo
     default_threshold: float
     labels: list[LabelInfo]
+
+
+# ---- Open Inference Protocol (KServe v2) request, for the OpenAPI document ----------------
+# The route parses the body by hand (JSON or JSON + binary tensors, checked against the model);
+# these models describe it so clients and schema-driven tools see the real shape.
+
+
+class InferTensor(BaseModel):
+    name: str = Field(description="The model's input name (GET /v2/models/{name}).")
+    shape: list[int] = Field(description="[batch, *sample shape], e.g. [1, 224, 224, 3].")
+    datatype: str = Field(description="UINT8 or FP32, as the model's metadata says.")
+    data: list[Any] | None = Field(
+        None, description="Row-major values (flat or nested); omit with binary_data_size."
+    )
+    parameters: dict[str, Any] | None = Field(
+        None, description='{"binary_data_size": N}: the tensor follows the JSON as raw bytes.'
+    )
+
+
+class InferOutputRequest(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = Field(None, description='{"binary_data": true}')
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    inputs: list[InferTensor] = Field(min_length=1, max_length=1)
+    outputs: list[InferOutputRequest] | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description='{"binary_data_output": true} for a binary response.'
+    )

@@ -21,7 +21,14 @@ from ..inference.decoder import Decoded
 from ..inference.served_model import ServedModel
 from .errors import ApiError, image_error
 from .pipeline import RequestGuard, admitted, decode_and_infer, ready_model, request_deadline
-from .schemas import ErrorResponse, TagJsonRequest, TagOptions, TagQuery, TagResponse
+from .schemas import (
+    ErrorResponse,
+    TagJsonRequest,
+    TagOptions,
+    TagQuery,
+    TagResponse,
+    inline_schema,
+)
 
 router = APIRouter(tags=["tagging"])
 
@@ -147,25 +154,6 @@ def _header_text(request: Request, name: str) -> str | None:
     return value.encode("latin-1").decode("utf-8", "replace") if value is not None else None
 
 
-def _inline_schema(model: type[TagJsonRequest]) -> dict[str, Any]:
-    """JSON schema with its local $defs inlined (they would not resolve inside OpenAPI)."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return resolve(defs[ref.removeprefix("#/$defs/")])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
-
-
 # The body is parsed by hand (three content types), so describe it for the OpenAPI docs.
 _REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
@@ -181,7 +169,7 @@ _REQUEST_BODY: dict[str, Any] = {
                 }
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": _inline_schema(TagJsonRequest)},
+            "application/json": {"schema": inline_schema(TagJsonRequest)},
         },
     }
 }

@@ -601,6 +601,13 @@ def test_openapi_describes_the_real_api(client: TestClient) -> None:
     assert "$ref" not in json.dumps(body)  # inlined: resolvable by any OpenAPI tool
     params = {p["name"] for p in spec["paths"]["/tag"]["post"]["parameters"]}
     assert params == {"top_k", "min_score", "thresholds", "all_scores", "timeout_ms"}
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        infer = spec["paths"][path]["post"]["requestBody"]["content"]
+        assert set(infer) == {"application/json", "application/octet-stream"}
+        assert "inputs" in infer["application/json"]["schema"]["properties"]
+        assert "$ref" not in json.dumps(infer)
+    metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert set(metrics) == {"text/plain"}  # the exposition format, not JSON
 
 
 def test_base64_data_uri_and_line_breaks_accepted(client: TestClient) -> None:

@@ -127,8 +127,23 @@ def _json_infer(server: LiveServer, data: object, shape: object = None, **extra:
         ([1] * 12288, [True, 64, 64, 3], "expected [batch, 64, 64, 3]"),
         ([[1, 2], [3]], None, "not a list of numbers"),
         ([1] * 10, None, "needs 12288"),
+        (["1"] * 12288, None, "not a list of numbers"),
+        ([True] * 12288, None, "not a list of numbers"),
+        ([None] * 12288, None, "not a list of numbers"),
     ],
-    ids=["300", "-1", "1.5", "1e400", "huge int", "bool dim", "ragged", "short"],
+    ids=[
+        "300",
+        "-1",
+        "1.5",
+        "1e400",
+        "huge int",
+        "bool dim",
+        "ragged",
+        "short",
+        "numeric strings",
+        "booleans",
+        "nulls",
+    ],
 )
 def test_bad_tensors_are_400_not_500(
     server: LiveServer, data: object, shape: object, message: str
@@ -161,3 +176,31 @@ def test_float_model_rejects_nan(tmp_path: Path) -> None:
         body["inputs"][0]["data"] = [128.0] * (3 * 64 * 64)  # type: ignore[index]
         ok = c.post("/v2/models/colour-demo/infer", json=body)
         assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("outputs", [5, True, "probabilities", [5], {"name": "probabilities"}])
+def test_malformed_outputs_are_400(server: LiveServer, outputs: object) -> None:
+    r = _json_infer(server, [0] * 12288, outputs=outputs)
+    assert r.status_code == 400, r.text
+    assert "outputs must be a list of objects" in r.json()["error"]
+
+
+def test_deeply_nested_json_is_400(server: LiveServer) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    for body in (deep, '{"inputs": ' + deep + "}"):
+        r = httpx.post(f"{server.url}/v2/models/colour-demo/infer", content=body)
+        assert r.status_code == 400, r.text
+        assert "nested too deeply" in r.json()["error"]
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"12\xb3", b"-1", b""])
+def test_header_length_must_be_ascii_digits(server: LiveServer, value: bytes) -> None:
+    """'²' passes str.isdigit() but not int(): a 400, never a 500."""
+    body = json.dumps({"inputs": []}).encode()
+    r = httpx.post(
+        f"{server.url}/v2/models/colour-demo/infer",
+        content=body,
+        headers=[(b"Inference-Header-Content-Length", value)],
+    )
+    assert r.status_code == 400, r.text
+    assert "Inference-Header-Content-Length" in r.json()["error"]
