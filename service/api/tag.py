@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from mltag_artifact.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
+from mltag_artifact.tagger import Tagger
 
 from ..inference.decoder import Decoded
 from ..inference.served_model import ServedModel
@@ -70,10 +71,18 @@ def _parse_thresholds(raw: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _check_labels(model: ServedModel, options: TagOptions) -> None:
-    if not options.thresholds:
+def _check_labels(tagger: Tagger, thresholds: dict[str, float] | None) -> None:
+    """Threshold overrides name known labels, at most one each: the map is bounded by the
+    label count before anything iterates over it."""
+    if not thresholds:
         return
-    unknown = model.tagger.unknown_labels(options.thresholds)
+    if len(thresholds) > len(tagger.labels):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"thresholds has {len(thresholds)} entries; the model has {len(tagger.labels)} labels",
+        )
+    unknown = tagger.unknown_labels(thresholds)
     if unknown:
         shown = ", ".join(repr(u[:64]) for u in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
@@ -137,15 +146,22 @@ def _decode_b64(text: str, index: int) -> bytes:
         ) from None
 
 
-def _parse_json_request(body: bytes) -> tuple[TagJsonRequest, list[bytes]]:
-    """Validate the JSON request and decode its images (CPU work: run in the pool)."""
+def _parse_json_request(body: bytes, query: TagOptions, tagger: Tagger) -> tuple[Upload, bool]:
+    """Validate the JSON request, merge its options over the query string's, check its
+    threshold labels and decode its images: CPU work proportional to the body, so it runs in
+    the pool, never on the event loop. Also says whether the body set `timeout_ms`."""
     try:
         parsed = TagJsonRequest.model_validate_json(body)
     except ValidationError as e:
         if e.errors()[0]["type"] == "json_invalid":
             raise ApiError(400, "invalid_json", f"malformed JSON: {e.errors()[0]['msg']}") from None
         raise ApiError(422, "invalid_request", _first_error(e)) from None
-    return parsed, [_decode_b64(img.b64, i) for i, img in enumerate(parsed.images)]
+    _check_labels(tagger, parsed.thresholds)
+    given = parsed.model_dump(exclude={"images"}, exclude_unset=True)
+    options = query.model_copy(update=given)
+    payloads = [_decode_b64(img.b64, i) for i, img in enumerate(parsed.images)]
+    names = [img.filename for img in parsed.images]
+    return Upload(payloads, names, options), "timeout_ms" in given
 
 
 def _header_text(request: Request, name: str) -> str | None:
@@ -248,12 +264,13 @@ async def _read(
         body = await guard.read_body(request.body())
         if not body:
             raise ApiError(400, "empty_body", "the request body is empty")
-        parsed, payloads = await model.decoder.offload(_parse_json_request, body)
-        given = parsed.model_dump(exclude={"images"}, exclude_unset=True)
-        options = options.model_copy(update=given)
-        if "timeout_ms" in given:
-            guard.deadline = min(guard.deadline, request_deadline(request, options.timeout_ms))
-        return Upload(payloads, [img.filename for img in parsed.images], options)
+        upload, shortened = await model.decoder.offload(
+            _parse_json_request, body, options, model.tagger
+        )
+        if shortened:
+            deadline = request_deadline(request, upload.options.timeout_ms)
+            guard.deadline = min(guard.deadline, deadline)
+        return upload
     if not ctype:
         raise ApiError(
             415, "unsupported_media_type", f"missing Content-Type; send {_CONTENT_TYPES}"
@@ -273,7 +290,7 @@ def _check(model: ServedModel, upload: Upload) -> None:
         )
     if len(upload.payloads) == 1 and not upload.payloads[0]:
         raise ApiError(400, "empty_body", "the image is empty (0 bytes)")
-    _check_labels(model, upload.options)
+    _check_labels(model.tagger, upload.options.thresholds)  # again: cheap, bounded above
 
 
 def _respond(
