@@ -148,6 +148,16 @@ class ModelRunner:
             raise ModelLoadError(
                 f"model input is {inp.type} but manifest preprocessing.input_dtype says {want}"
             )
+        p = m.preprocessing
+        sample = (p.height, p.width, 3) if p.layout == "NHWC" else (3, p.height, p.width)
+        dims = list(inp.shape)
+        if len(dims) != 4 or any(
+            isinstance(got, int) and got != want for got, want in zip(dims[1:], sample, strict=True)
+        ):
+            raise ModelLoadError(
+                f"model input {m.onnx.input_name!r} has shape {dims} but the manifest's "
+                f"preprocessing ({p.layout}, {p.width}x{p.height}) gives samples of {list(sample)}"
+            )
         n_out = outputs[m.onnx.output_name].shape[-1]
         if isinstance(n_out, int) and n_out != len(m.labels):
             raise ModelLoadError(
@@ -164,7 +174,10 @@ class ModelRunner:
         for size in sorted({1, max_batch_size}):
             batch = np.zeros((size, *self.sample_shape), dtype=self.dtype)
             for _ in range(max(1, runs)):
-                probs = self.run(batch)
+                try:
+                    probs = self.run(batch)
+                except Exception as e:  # ORT's own errors: the graph and manifest disagree
+                    raise ModelLoadError(f"the model fails on a batch of {size}: {e}") from e
             if probs.shape != (size, len(self.manifest.labels)):
                 raise ModelLoadError(
                     f"model returned shape {probs.shape} for a batch of {size}; expected "

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from mltag_artifact.preprocess import DecodeBudget
 from mltag_artifact.runner import available_cores
 from mltag_artifact.tagger import Tagger
 
@@ -45,7 +46,8 @@ async def serving(state: ServiceState, tagger: Tagger | None) -> AsyncIterator[N
         initializer=worker_thread_setup,
         initargs=("mltag-decode", settings.decode_nice),
     )
-    model = ServedModel(loaded, settings, state.metrics, decode_pool)
+    budget = DecodeBudget(settings.decode_memory_mb * 2**20)  # one for the whole process
+    model = ServedModel(loaded, settings, state.metrics, decode_pool, budget)
     model.start()
     model.batcher.on_crash(lambda: state.set_ready(False))  # never "ready" with a dead queue
     state.model = model

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Decoded pixel limit (decompression bombs) -> 413."
     )
+    max_image_side: int = Field(
+        16_384, gt=0, description="Longest side in pixels; longer -> 413 (from the header)."
+    )
+    max_aspect_ratio: float = Field(
+        50.0, ge=1, description="Longer side / shorter side; more -> 422 (from the header)."
+    )
+    decode_memory_mb: int = Field(
+        1024,
+        gt=0,
+        description="Memory all image decodes in flight may hold together (estimated from each"
+        " header before decoding); decodes wait for room, an image that alone needs more -> 413.",
+    )
 
     # Shutdown
     drain_timeout_s: float = Field(

@@ -92,3 +92,20 @@ def test_serve_names_a_missing_temp_dir(
     problem = check_temp_dir()
     assert problem is not None and "writable /tmp" in problem
     assert main(["--artifact-dir", str(demo_artifact.directory)]) == 2
+
+
+def test_serve_refuses_a_manifest_whose_input_size_disagrees_with_the_graph(
+    demo_artifact: Artifact, tmp_path: Path
+) -> None:
+    """Exit 2 with a message, never a traceback (the graph takes 64x64, the manifest says 32)."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.onnx").write_bytes(demo_artifact.onnx_path.read_bytes())
+    manifest = json.loads((demo_artifact.directory / "manifest.json").read_text())
+    manifest["preprocessing"].update(height=32, width=32)
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    result = run(str(BIN / "mltag-serve"), "--artifact-dir", str(bad))
+    assert result.returncode == 2, result.stderr
+    assert "cannot start" in result.stderr
+    assert "[32, 32, 3]" in result.stderr
+    assert "Traceback" not in result.stderr

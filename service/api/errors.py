@@ -54,7 +54,9 @@ IMAGE_ERROR_STATUS = {
     "invalid_image": 422,
     "unsupported_format": 415,
     "image_too_large": 413,
+    "extreme_aspect_ratio": 422,
     "empty_image": 400,
+    "decode_budget_exhausted": 429,
 }
 
 

@@ -1,6 +1,7 @@
 """Decoding off the event loop: image bytes -> model input samples in the decode thread pool,
-through the contract's preprocessing, counting the images in progress (the batcher may wait
-for them) and skipping work nobody waits for any more."""
+through the contract's preprocessing, under the process-wide decode memory budget, counting
+the images in progress (the batcher may wait for them) and skipping work nobody waits for any
+more."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mltag_artifact import Preprocessing
-from mltag_artifact.preprocess import ImageError, preprocess
+from mltag_artifact.preprocess import DecodeBudget, DecodeLimits, ImageError, preprocess
 
 from ..metrics import ServiceMetrics
 
@@ -28,13 +29,15 @@ class Decoder:
         self,
         pool: ThreadPoolExecutor,
         prep: Preprocessing,
-        max_pixels: int,
+        limits: DecodeLimits,
+        budget: DecodeBudget,
         metrics: ServiceMetrics,
         on_done: Callable[[], None],
     ) -> None:
         self._pool = pool
         self._prep = prep
-        self._max_pixels = max_pixels
+        self._limits = limits
+        self._budget = budget
         self._metrics = metrics
         self._on_done = on_done
         self.in_progress = 0  # images submitted to the pool and not yet finished
@@ -46,7 +49,7 @@ class Decoder:
             return None
         t0 = time.perf_counter()
         try:
-            sample = preprocess(data, self._prep, self._max_pixels)
+            sample = preprocess(data, self._prep, self._limits, self._budget, deadline)
         except ImageError as e:
             return e
         self._metrics.decode_duration.observe(time.perf_counter() - t0)

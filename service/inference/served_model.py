@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from mltag_artifact import load_artifact
+from mltag_artifact.preprocess import DecodeBudget, DecodeLimits
 from mltag_artifact.runner import ModelRunner
 from mltag_artifact.tagger import Tagger
 
@@ -22,6 +23,14 @@ from .batcher import DynamicBatcher
 from .decoder import Decoder
 
 log = logging.getLogger("mltag.model")
+
+
+def decode_limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(
+        max_pixels=settings.max_image_pixels,
+        max_side=settings.max_image_side,
+        max_aspect_ratio=settings.max_aspect_ratio,
+    )
 
 
 def load_tagger(settings: Settings) -> Tagger:
@@ -61,6 +70,7 @@ class ServedModel:
         settings: Settings,
         metrics: ServiceMetrics,
         decode_pool: ThreadPoolExecutor,
+        decode_budget: DecodeBudget,
     ) -> None:
         self.tagger = tagger
         self.settings = settings
@@ -79,7 +89,8 @@ class ServedModel:
         self.decoder = Decoder(
             decode_pool,
             tagger.manifest.preprocessing,
-            settings.max_image_pixels,
+            decode_limits(settings),
+            decode_budget,
             metrics,
             on_done=self.batcher.nudge,
         )

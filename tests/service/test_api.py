@@ -711,3 +711,21 @@ def test_a_huge_thresholds_map_is_refused_off_the_event_loop(
     query = client.post("/tag", params={"thresholds": json.dumps(dict(list(huge.items())[:7]))},
                         files={"image": ("a.png", solid(RED), "image/png")})  # fmt: skip
     assert query.status_code == 422 and "7 entries" in query.json()["error"]["message"]
+
+
+def test_image_shape_limits_and_decode_budget_reach_the_api(make_client: ClientFactory) -> None:
+    with make_client(max_image_side=400, max_aspect_ratio=10, decode_memory_mb=1) as client:
+
+        def post(size: tuple[int, int]) -> Any:
+            return client.post("/tag", content=solid(RED, size=size, fmt="PNG"),
+                               headers={"content-type": "image/png"})  # fmt: skip
+
+        side = post((500, 100))
+        assert side.status_code == 413 and side.json()["error"]["code"] == "image_too_large"
+        assert "400 pixels on the longer side" in side.json()["error"]["message"]
+        aspect = post((300, 20))
+        assert aspect.status_code == 422
+        assert aspect.json()["error"]["code"] == "extreme_aspect_ratio"
+        memory = post((400, 350))  # 140k px x 8 bytes > 1 MiB: can never fit the budget
+        assert memory.status_code == 413 and "decode memory budget" in memory.text
+        assert post((200, 150)).status_code == 200

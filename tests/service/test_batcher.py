@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mltag_artifact.preprocess import DecodeBudget
 from service.inference.admission import Admission, AdmissionClosedError, QueueFullError
 from service.inference.batcher import BatcherClosedError, DeadlineExceededError, DynamicBatcher
 from service.inference.served_model import ServedModel, load_tagger
@@ -354,6 +355,7 @@ def test_a_lone_request_may_run_alone_and_only_then(demo_artifact_dir: Path) -> 
             Settings(artifact_dir=demo_artifact_dir),
             ServiceMetrics(),
             ThreadPoolExecutor(1),
+            DecodeBudget(2**30),
         )
         served.start()
         mine = served.admission.reserve(1)
@@ -369,6 +371,7 @@ def test_a_lone_request_may_run_alone_and_only_then(demo_artifact_dir: Path) -> 
             Settings(artifact_dir=demo_artifact_dir, max_delay_ms=10),
             ServiceMetrics(),
             ThreadPoolExecutor(1),
+            DecodeBudget(2**30),
         )
         assert not delayed.can_run_alone(
             delayed.admission.reserve(1)
