@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import typing
 from types import FrameType
@@ -96,7 +97,9 @@ def _serve(settings: Settings, tagger: Tagger) -> int:
         async def on_tick(self, counter: int) -> bool:
             if self.drain_requested and not state.draining:
                 state.begin_drain()
-            if state.drained():
+            if not self.should_exit and state.drained():
+                if state.in_flight:  # the drain timed out: answer the rest 503 now
+                    state.abandon_in_flight()
                 self.should_exit = True
             return await super().on_tick(counter)
 
@@ -114,7 +117,15 @@ def _serve(settings: Settings, tagger: Tagger) -> int:
     )
     server = DrainingServer(config)
     server.run()
-    return 0 if server.started else 3
+    code = 0 if server.started else 3
+    # Decodes abandoned at the drain timeout may still be running: every request has been
+    # answered, so exit now instead of waiting for them at interpreter shutdown.
+    busy = [t.name for t in threading.enumerate() if t.name.startswith("mltag-")]
+    if busy:
+        log.info("exiting; not waiting for %d worker thread(s)", len(busy))
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def check_temp_dir() -> str | None:

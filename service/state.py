@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .inference.served_model import ServedModel
 from .metrics import ServiceMetrics
@@ -22,6 +24,23 @@ class ServiceState:
     draining: bool = False
     drain_started: float = 0.0
     in_flight: int = 0
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def track(self, change: int) -> None:
+        """Count the calling request in (+1) or out (-1) of the work in flight; its task can
+        then be abandoned at the drain timeout."""
+        self.in_flight += change
+        self.metrics.in_flight.inc(change)
+        task = asyncio.current_task()
+        if task is not None:
+            (self._tasks.add if change > 0 else self._tasks.discard)(task)
+
+    def abandon_in_flight(self) -> int:
+        """Cancel every request still in flight (after the drain timeout): each answers a JSON
+        503 and ends, so the server stops without cancelling anything itself."""
+        for task in self._tasks:
+            task.cancel("drain timeout")
+        return len(self._tasks)
 
     def set_ready(self, ready: bool) -> None:
         self.ready = ready

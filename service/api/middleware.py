@@ -80,8 +80,7 @@ class ServiceMiddleware:
             return
         tracked = req.path not in OPEN_PATHS
         if tracked:
-            self.state.in_flight += 1
-            self.state.metrics.in_flight.inc()
+            self.state.track(1)
         try:
             await self._run(scope, receive, send, req)
         finally:
@@ -89,8 +88,7 @@ class ServiceMiddleware:
             if held is not None and self.state.model is not None:
                 self.state.model.admission.release(held)  # room the endpoint did not use
             if tracked:
-                self.state.in_flight -= 1
-                self.state.metrics.in_flight.dec()
+                self.state.track(-1)
             self._observe(scope, req)
 
     def _begin(self, scope: Scope, headers: dict[bytes, bytes]) -> _Request:
@@ -172,12 +170,13 @@ class ServiceMiddleware:
         try:
             await self.app(scope, receive_limited, send_tagged)
         except asyncio.CancelledError:
-            # Cancelled by the server's shutdown after the drain timeout: say so in JSON.
+            # Abandoned at the drain timeout (the only thing that cancels a request): say so
+            # in JSON and end the request here, so the server's shutdown finds nothing running.
+            log.info("abandoned at the drain timeout: %s %s", req.method, _printable(req.path))
             if not req.started:
                 message = "the service shut down before this request finished"
                 with contextlib.suppress(Exception):
                     await self._reply(send, req, 503, "draining", message)
-            raise
         except Exception:
             log.exception("unhandled error on %s %s", req.method, _printable(req.path))
             if not req.started:  # a JSON 500 with the request id; the connection stays usable

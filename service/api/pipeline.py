@@ -108,16 +108,16 @@ class RequestGuard:
         if self._watcher is not None:
             waiters.add(self._watcher)
         remaining = max(0.0, self.deadline - time.monotonic())
-        done, _ = await asyncio.wait(
-            waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:  # the request itself is cancelled (shutdown)
+            self._abandon(task, on_abandon)
+            raise
         if task in done:
             return task.result()
-        self.abandoned.set()
-        task.cancel()
-        task.add_done_callback(_retrieve)  # no "exception was never retrieved" noise
-        if on_abandon is not None:
-            on_abandon()
+        self._abandon(task, on_abandon)
         rejected = _metrics(self.request).rejected
         if self._watcher is not None and self._watcher in done:
             rejected.labels("client_gone").inc()
@@ -126,6 +126,15 @@ class RequestGuard:
         if timeout_status == 408:
             raise ApiError(408, "request_timeout", "the request body did not arrive in time")
         raise ApiError(504, "deadline_exceeded", "the request's deadline passed before it finished")
+
+    def _abandon(self, task: asyncio.Future[Any], on_abandon: Callable[[], None] | None) -> None:
+        """Stop waiting for `task`: cancel it and what it started (decodes not begun, samples
+        still queued), and retrieve its outcome so nothing is left unobserved."""
+        self.abandoned.set()
+        task.cancel()
+        task.add_done_callback(_retrieve)  # no "exception was never retrieved" noise
+        if on_abandon is not None:
+            on_abandon()
 
     def close(self) -> None:
         if self._watcher is not None:

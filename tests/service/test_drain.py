@@ -172,3 +172,44 @@ def test_disconnect_mid_upload_is_not_a_server_error(
         assert 'status_class="5xx"' not in text
         assert 'mltag_requests_rejected_total{reason="client_gone"} 1.0' in text
         assert "Traceback" not in server.log()
+
+
+def test_drain_timeout_with_decodes_running_exits_on_time_and_cleanly(
+    demo_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Decodes still running at the drain timeout are abandoned, not waited for: the process
+    exits within the drain timeout + 2 s, every request gets a JSON answer, and the log holds
+    no ERROR, traceback or "exception was never retrieved"."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.images import encode
+
+    big = np.zeros((4_000, 4_000), dtype=np.uint16)
+    big[::5] = 50_000
+    image = encode(Image.fromarray(big), "PNG")  # 16-bit: a few tenths of a second each
+    env = {"MLTAG_ARTIFACT_DIR": str(demo_artifact.directory), "MLTAG_DRAIN_TIMEOUT_S": "1"}
+    with live_server(env=env, log_dir=tmp_path_factory.mktemp("logs")) as server:
+
+        def tag() -> httpx.Response:
+            files = [("image", (f"{i}.png", image, "image/png")) for i in range(16)]
+            return httpx.post(server.url + "/tag", files=files, timeout=60)
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(tag) for _ in range(6)]
+            deadline = time.monotonic() + 20
+            while in_flight(server.url) < 6:
+                assert time.monotonic() < deadline, "requests never all got in flight"
+                time.sleep(0.01)
+            time.sleep(0.5)  # decoding now
+            t0 = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(15) == 0
+            stopped_in = time.monotonic() - t0
+            responses = [f.result() for f in futures]
+        log = server.log()
+    assert stopped_in < 1 + 2, f"exited {stopped_in:.1f} s after SIGTERM"
+    assert all(r.status_code in (200, 503) for r in responses)
+    assert all(r.json()["error"]["code"] == "draining" for r in responses if r.status_code == 503)
+    for bad in (" ERROR ", "Traceback", "never retrieved"):
+        assert bad not in log, log
