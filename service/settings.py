@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         None, description="If set, required as X-API-Key (or Bearer) except on health/metrics."
     )
+    docs_public: bool = Field(
+        False,
+        description="Serve /docs, /redoc and /openapi.json without the API key (when one is"
+        " set); by default they need it like every other non-probe route.",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(

@@ -24,10 +24,12 @@ from .errors import DRAINING, BodyTooLargeError, error_bytes, queue_full_message
 log = logging.getLogger("mltag.access")
 
 # Never refused while draining or for lack of an API key: probes and scrapers must work.
-OPEN_PATHS = frozenset(
-    {"/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/docs", "/redoc",
-     "/openapi.json"}
+PROBE_PATHS = frozenset(
+    {"/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
 )  # fmt: skip
+# Never refused while draining; they need the API key unless `docs_public`.
+DOC_PATHS = frozenset({"/docs", "/redoc", "/openapi.json"})
+OPEN_PATHS = PROBE_PATHS | DOC_PATHS
 # Paths that are their own route template, for requests refused before routing.
 KNOWN_PATHS = OPEN_PATHS | {"/tag", "/labels", "/v2"}
 _QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})  # not in the access log
@@ -105,9 +107,10 @@ class ServiceMiddleware:
         open_path = req.path in OPEN_PATHS
         if state.draining and not open_path:
             return Refusal(503, "draining", DRAINING, "draining", [_CLOSE, (b"retry-after", b"1")])
+        public = req.path in PROBE_PATHS or (settings.docs_public and req.path in DOC_PATHS)
         if (
             settings.api_key
-            and not open_path
+            and not public
             and req.method != "OPTIONS"  # CORS preflight carries no credentials
             and not self._authorised(headers)
         ):

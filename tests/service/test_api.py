@@ -539,6 +539,13 @@ def test_api_key(make_client: ClientFactory) -> None:
         assert client.get("/labels", headers={"x-api-key": "wrong"}).status_code == 401
         for path in ("/livez", "/readyz", "/metrics"):  # probes and scrapers need no key
             assert client.get(path).status_code == 200
+        for path in ("/docs", "/redoc", "/openapi.json"):  # protected unless docs_public
+            assert client.get(path).status_code == 401
+            assert client.get(path, headers={"x-api-key": "s3cret"}).status_code == 200
+    with make_client(api_key="s3cret", docs_public=True) as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == 200
+        assert client.get("/labels").status_code == 401
 
 
 def test_cors(make_client: ClientFactory) -> None:
