@@ -11,7 +11,7 @@ import threading
 import time
 import typing
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -23,6 +23,9 @@ from .logs import configure_logging
 from .settings import Settings
 from .state import ServiceState
 from .tuning import tune_malloc
+
+if TYPE_CHECKING:
+    from .http import HttpLimits
 
 log = logging.getLogger("mltag.serve")
 
@@ -73,6 +76,17 @@ def settings_from_args(argv: list[str] | None) -> Settings:
     return Settings(**overrides)
 
 
+def http_limits(settings: Settings) -> HttpLimits:
+    from .http import HttpLimits
+
+    return HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_header_line_bytes=settings.max_header_line_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections=settings.max_connections,
+    )
+
+
 def _serve(settings: Settings, tagger: Tagger) -> int:
     import uvicorn
 
@@ -113,7 +127,8 @@ def _serve(settings: Settings, tagger: Tagger) -> int:
         # still running after that gets one more second, then a JSON 503.
         timeout_graceful_shutdown=1,
         server_header=False,
-        http=coalescing_protocol() or "auto",  # one write per small response
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # float ok
+        http=coalescing_protocol(http_limits(settings)) or "auto",
     )
     server = DrainingServer(config)
     server.run()

@@ -42,6 +42,23 @@ class Settings(BaseSettings):
         "info", description="Log level."
     )
 
+    # HTTP limits (before a request reaches the app)
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Request line + headers, in bytes; more -> 431."
+    )
+    max_header_line_bytes: int = Field(
+        8 * 1024, ge=256, description="The request line or one header, in bytes; more -> 431."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time for a request's headers to arrive; slower -> 408, closed."
+    )
+    max_connections: int = Field(
+        2048, ge=1, description="Open connections; a new one beyond it gets 503 and is closed."
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="An idle keep-alive connection is closed after this long."
+    )
+
     # Batching
     max_batch_size: int = Field(16, ge=1, le=1024, description="Most images per model run.")
     max_delay_ms: float = Field(

@@ -14,7 +14,13 @@ from service.api.errors import _HTTP_CODES, HTTP_ERROR_FALLBACK, IMAGE_ERROR_STA
 REPO = Path(__file__).resolve().parents[2]
 
 # Calls that carry (status, code) and the positions of those two arguments.
-_CALLS = {"ApiError": (0, 1), "Refusal": (0, 1), "_reply": (2, 3), "error_response": (1, 2)}
+_CALLS = {
+    "ApiError": (0, 1),
+    "Refusal": (0, 1),
+    "_refusal": (0, 1),
+    "_reply": (2, 3),
+    "error_response": (1, 2),
+}
 
 
 def codes_in_code() -> dict[str, set[int | None]]:
