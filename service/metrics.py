@@ -24,6 +24,8 @@ REJECT_REASONS = (
     "too_large",
     "bad_request",
     "unauthorized",
+    "slow_upload",
+    "uploads_full",
 )
 
 

@@ -97,6 +97,23 @@ class Settings(BaseSettings):
         " page faults) per image; costs up to 128 MB of retained free memory.",
     )
 
+    # Uploads
+    min_upload_bytes_per_s: float = Field(
+        4096,
+        ge=0,
+        description="A request body must arrive at least this fast on average (after"
+        " upload_grace_s), or the request ends with 408; 0 = no minimum.",
+    )
+    upload_grace_s: float = Field(
+        2.0, ge=0, description="Time a body may take before its minimum rate applies."
+    )
+    max_upload_mb_in_flight: int = Field(
+        256,
+        gt=0,
+        description="Request bodies received and held, all requests together; beyond it new"
+        " requests with a body get 429 uploads_full.",
+    )
+
     # Request limits
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Larger bodies -> 413.")
     max_images_per_request: int = Field(16, ge=1, description="More images in one request -> 422.")

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .api.uploads import Uploads
 from .inference.served_model import ServedModel
 from .metrics import ServiceMetrics
 from .settings import Settings
@@ -24,7 +25,14 @@ class ServiceState:
     draining: bool = False
     drain_started: float = 0.0
     in_flight: int = 0
+    uploads: Uploads = field(init=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.uploads = Uploads(
+            s.max_upload_mb_in_flight * 2**20, s.min_upload_bytes_per_s, s.upload_grace_s
+        )
 
     def track(self, change: int) -> None:
         """Count the calling request in (+1) or out (-1) of the work in flight; its task can

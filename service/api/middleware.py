@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..inference.admission import AdmissionClosedError, QueueFullError, Reservation
 from ..state import ServiceState
 from .errors import DRAINING, BodyTooLargeError, error_bytes, queue_full_message
+from .uploads import Upload
 
 log = logging.getLogger("mltag.access")
 
@@ -36,6 +37,11 @@ _QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})  # not in the access
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _INFER_PATH = re.compile(r"^/(tag|v2/models/[^/]+(/versions/[^/]+)?/infer)$")
 _CLOSE = (b"connection", b"close")
+
+
+def _has_body(headers: dict[bytes, bytes]) -> bool:
+    length = headers.get(b"content-length")
+    return b"transfer-encoding" in headers or (length is not None and length not in (b"0", b""))
 
 
 def _printable(path: str) -> str:
@@ -60,6 +66,7 @@ class _Request:
     start: float
     status: int = 500
     started: bool = False  # the response head was sent
+    upload: Upload | None = None  # its body, while one is expected
 
 
 class ServiceMiddleware:
@@ -83,9 +90,15 @@ class ServiceMiddleware:
         tracked = req.path not in OPEN_PATHS
         if tracked:
             self.state.track(1)
+        if _has_body(headers):
+            task = asyncio.current_task()
+            assert task is not None
+            req.upload = self.state.uploads.start(lambda: task.cancel("slow upload"))
         try:
             await self._run(scope, receive, send, req)
         finally:
+            if req.upload is not None:
+                req.upload.close()
             held: Reservation | None = scope["state"].get("reservation")
             if held is not None and self.state.model is not None:
                 self.state.model.admission.release(held)  # room the endpoint did not use
@@ -116,6 +129,9 @@ class ServiceMiddleware:
         ):
             return Refusal(401, "unauthorized", "missing or wrong API key (X-API-Key header)",
                            "unauthorized", [(b"www-authenticate", b"ApiKey")])  # fmt: skip
+        if _has_body(headers) and state.uploads.full:
+            return Refusal(429, "uploads_full", "the server is receiving too many request bodies"
+                           "; retry later", "uploads_full", [(b"retry-after", b"1")])  # fmt: skip
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
             return Refusal(
@@ -137,13 +153,15 @@ class ServiceMiddleware:
         if model is None:
             return None  # not loaded yet: the endpoint answers 503 not_ready
         try:
-            scope["state"]["reservation"] = model.admission.reserve(1)
+            held = model.admission.reserve_upload()
         except QueueFullError as e:
             message = queue_full_message(model.admission.max_queue_size, e.retry_after_s)
             retry = (b"retry-after", str(e.retry_after_s).encode())
             return Refusal(429, "queue_full", message, "queue_full", [retry])
         except AdmissionClosedError:
             return Refusal(503, "draining", DRAINING, "draining", [_CLOSE, (b"retry-after", b"1")])
+        if held is not None:
+            scope["state"]["reservation"] = held
         return None
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, req: _Request) -> None:
@@ -155,7 +173,10 @@ class ServiceMiddleware:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = len(message.get("body", b""))
+                received += chunk
+                if req.upload is not None:
+                    req.upload.add(chunk, message.get("more_body", False))
                 if received > limit:
                     self.state.metrics.rejected.labels("too_large").inc()
                     raise BodyTooLargeError(limit)
@@ -173,17 +194,27 @@ class ServiceMiddleware:
         try:
             await self.app(scope, receive_limited, send_tagged)
         except asyncio.CancelledError:
-            # Abandoned at the drain timeout (the only thing that cancels a request): say so
-            # in JSON and end the request here, so the server's shutdown finds nothing running.
-            log.info("abandoned at the drain timeout: %s %s", req.method, _printable(req.path))
-            if not req.started:
-                message = "the service shut down before this request finished"
-                with contextlib.suppress(Exception):
-                    await self._reply(send, req, 503, "draining", message)
+            # Cancelled by us alone: an upload too slow, or abandoned at the drain timeout.
+            # Say so in JSON and end the request here (the server finds nothing running).
+            await self._cancelled(send, req)
         except Exception:
             log.exception("unhandled error on %s %s", req.method, _printable(req.path))
             if not req.started:  # a JSON 500 with the request id; the connection stays usable
                 await self._reply(send, req, 500, "internal_error", "internal server error")
+
+    async def _cancelled(self, send: Send, req: _Request) -> None:
+        if req.upload is not None and req.upload.too_slow:
+            rate = self.state.uploads.min_rate
+            status, code, reason = 408, "request_timeout", "slow_upload"
+            message = f"the upload was slower than {rate:.0f} bytes/s"
+        else:
+            status, code, reason = 503, "draining", "draining"
+            message = "the service shut down before this request finished"
+        self.state.metrics.rejected.labels(reason).inc()
+        log.info("%s: %s %s", message, req.method, _printable(req.path))
+        if not req.started:
+            with contextlib.suppress(Exception):
+                await self._reply(send, req, status, code, message)
 
     async def _reply(
         self, send: Send, req: _Request, status: int, code: str, message: str,

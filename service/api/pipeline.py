@@ -83,17 +83,19 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 class RequestGuard:
     """Runs a request's stages against its deadline and its client's connection: when either
     runs out, the stage is abandoned (its pending work cancelled) and the request ends with
-    504 (or 408 while the body is still arriving) or 499."""
+    499, or 504 — or 408 while the body is still arriving, unless the client's own timeout_ms
+    set the deadline: a client's timeout is a 504 at every stage."""
 
-    def __init__(self, request: Request, deadline: float) -> None:
+    def __init__(self, request: Request, deadline: float, client_deadline: bool = False) -> None:
         self.request = request
         self.deadline = deadline
+        self.client_deadline = client_deadline
         self.abandoned = threading.Event()  # seen by decode workers that have not started
         self._watcher: asyncio.Future[None] | None = None
 
     async def read_body(self, read: Awaitable[T]) -> T:
         """Receive the body (or form) under the deadline, then start watching for disconnect."""
-        result = await self.run(read, timeout_status=408)
+        result = await self.run(read, timeout_status=504 if self.client_deadline else 408)
         self._watcher = asyncio.ensure_future(_wait_for_disconnect(self.request))
         return result
 
@@ -163,6 +165,7 @@ def admitted(request: Request, model: ServedModel, n: int) -> Iterator[Reservati
         if held is None:
             held = admission.reserve(n)
         else:
+            admission.uploaded(held)
             admission.resize(held, n)
     except QueueFullError as e:
         _metrics(request).rejected.labels("queue_full").inc()

@@ -226,7 +226,9 @@ async def tag(request: Request) -> JSONResponse:
     # Admission: the middleware reserved one slot when the request arrived, before its body.
     model = ready_model(request)
     options = _parse_query(request)
-    guard = RequestGuard(request, request_deadline(request, options.timeout_ms))
+    guard = RequestGuard(
+        request, request_deadline(request, options.timeout_ms), options.timeout_ms is not None
+    )
     try:
         upload = await _read(request, model, guard, options)
         _check(model, upload)

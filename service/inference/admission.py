@@ -28,6 +28,7 @@ class Reservation:
     """Room held for one request's images that are not yet queued."""
 
     remaining: int
+    uploading: bool = False  # held through the request's upload (an upload slot)
 
 
 class Admission:
@@ -46,6 +47,10 @@ class Admission:
         self._queued = queued
         self._batch_seconds = batch_seconds
         self.reserved = 0  # admitted images not yet queued (uploading, decoding)
+        # Uploads in progress may hold at most half the queue, so clients that upload slowly
+        # (or never finish) cannot lock everyone else out.
+        self.upload_slots = max(1, max_queue_size // 2)
+        self.uploading = 0
         self.closed = False
 
     @property
@@ -61,6 +66,23 @@ class Admission:
         self._check_room(n)
         self.reserved += n
         return Reservation(n)
+
+    def reserve_upload(self) -> Reservation | None:
+        """A slot for a request arriving with a body, held through its upload so that it is
+        not refused once uploaded: QueueFullError when the queue is full; None (no slot; it
+        reserves once uploaded, and may be refused then) while uploads hold their share."""
+        self._check_room(1)
+        if self.uploading >= self.upload_slots:
+            return None
+        self.uploading += 1
+        self.reserved += 1
+        return Reservation(1, uploading=True)
+
+    def uploaded(self, reservation: Reservation) -> None:
+        """The request's body has arrived: its slot no longer counts as an upload's."""
+        if reservation.uploading:
+            reservation.uploading = False
+            self.uploading -= 1
 
     def resize(self, reservation: Reservation, n: int) -> None:
         """Make a reservation hold n images: grow it (QueueFullError when there is no room
@@ -81,6 +103,7 @@ class Admission:
 
     def release(self, reservation: Reservation) -> None:
         """Give back the room still held (idempotent)."""
+        self.uploaded(reservation)
         self.reserved -= reservation.remaining
         reservation.remaining = 0
 

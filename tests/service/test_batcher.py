@@ -439,3 +439,25 @@ def test_run_alone_passes_on_decode_errors_and_model_failures() -> None:
         await b.stop()
 
     run(main)
+
+
+def test_uploads_hold_at_most_half_the_queue() -> None:
+    a = Admission(8, 4, queued=lambda: 0, batch_seconds=lambda: 0.1)
+    held = [a.reserve_upload() for _ in range(6)]
+    assert [h is not None for h in held] == [True] * 4 + [False] * 2  # half of 8
+    assert a.uploading == 4 and a.reserved == 4
+    first = held[0]
+    assert first is not None
+    a.uploaded(first)  # its body arrived: no longer an upload's slot
+    a.resize(first, 3)
+    assert a.uploading == 3 and a.reserved == 6
+    extra = a.reserve_upload()
+    assert extra is not None  # an upload slot came free
+    assert a.reserve_upload() is None  # room in the queue, but uploads hold their half
+    last = a.reserve(1)  # a complete request takes the last slot
+    with pytest.raises(QueueFullError):
+        a.reserve_upload()  # the queue is full
+    for h in [*held, extra, last]:
+        if h is not None:
+            a.release(h)
+    assert a.uploading == 0 and a.reserved == 0
