@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 import typing
@@ -143,20 +142,6 @@ def _serve(settings: Settings, tagger: Tagger) -> int:
     return code
 
 
-def check_temp_dir() -> str | None:
-    """A problem with the temporary directory, or None. Multipart uploads over 1 MB are
-    spooled to it; without a writable one (a read-only root filesystem with no tmpfs on
-    /tmp) every large upload would fail with a 500."""
-    try:
-        with tempfile.TemporaryFile():
-            return None
-    except OSError as e:
-        return (
-            f"no writable temporary directory ({e}); uploads over 1 MB are spooled there. "
-            "Mount a writable /tmp (a tmpfs, as docker-compose.yml and k8s/ do) or set TMPDIR"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(argv)
@@ -167,10 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         print("mltag-serve: invalid settings:\n" + "\n".join(lines), file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    problem = check_temp_dir()
-    if problem is not None:
-        print(f"mltag-serve: cannot start:\n{problem}", file=sys.stderr)
-        return 2
     from .inference.served_model import load_tagger
 
     tune_malloc(settings.malloc_tuning)

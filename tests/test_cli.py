@@ -79,21 +79,6 @@ def test_train_cli_wiring() -> None:
     assert "one of the arguments --run --artifact is required" in neither.stderr
 
 
-def test_serve_names_a_missing_temp_dir(
-    demo_artifact: Artifact, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A read-only root without a tmpfs: a clean exit 2 at startup, not 500s on uploads."""
-    import tempfile
-
-    from service.cli import check_temp_dir, main
-
-    assert check_temp_dir() is None
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
-    problem = check_temp_dir()
-    assert problem is not None and "writable /tmp" in problem
-    assert main(["--artifact-dir", str(demo_artifact.directory)]) == 2
-
-
 def test_serve_refuses_a_manifest_whose_input_size_disagrees_with_the_graph(
     demo_artifact: Artifact, tmp_path: Path
 ) -> None:

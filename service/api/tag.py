@@ -13,7 +13,6 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from mltag_artifact.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
 from mltag_artifact.tagger import Tagger
@@ -21,6 +20,7 @@ from mltag_artifact.tagger import Tagger
 from ..inference.decoder import Decoded
 from ..inference.served_model import ServedModel
 from .errors import ApiError, image_error
+from .multipart import MultipartError, parse_multipart
 from .pipeline import RequestGuard, admitted, decode_and_infer, ready_model, request_deadline
 from .schemas import (
     ErrorResponse,
@@ -102,31 +102,21 @@ class Upload:
     options: TagOptions
 
 
-async def _read_multipart(
-    request: Request, model: ServedModel, guard: RequestGuard
-) -> tuple[list[bytes], list[str | None]]:
-    # Generous part limits; the image count is checked by us (422 too_many_images), the
-    # total size by the body limit.
-    max_part = model.settings.max_body_bytes
-    form = await guard.read_body(
-        request.form(max_files=1000, max_fields=1000, max_part_size=max_part)
-    )
+def _images_of_form(body: bytes, content_type: str) -> tuple[list[bytes], list[str | None]]:
+    """The files in the multipart fields named 'image' (CPU work: runs in the pool)."""
     try:
-        parts = form.getlist("image")
-        if not parts:
-            raise ApiError(
-                400, "no_image", "no image found: send each file in a multipart field named 'image'"
-            )
-        payloads: list[bytes] = []
-        names: list[str | None] = []
-        for part in parts:
-            if not isinstance(part, UploadFile):
-                raise ApiError(400, "no_image", "the 'image' field must be a file upload, not text")
-            payloads.append(await part.read())
-            names.append(part.filename)
-        return payloads, names
-    finally:
-        await form.close()
+        parts = (
+            [p for p in parse_multipart(body, content_type) if p.name == "image"] if body else []
+        )
+    except MultipartError as e:
+        raise ApiError(400, "bad_request", str(e)) from None
+    if not parts:
+        raise ApiError(
+            400, "no_image", "no image found: send each file in a multipart field named 'image'"
+        )
+    if any(p.filename is None for p in parts):
+        raise ApiError(400, "no_image", "the 'image' field must be a file upload, not text")
+    return [bytes(p.data) for p in parts], [p.filename for p in parts]
 
 
 _DATA_URI = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -258,7 +248,9 @@ async def _read(
     """The request's images, by content type; JSON options override the query string's."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        return Upload(*await _read_multipart(request, model, guard), options)
+        body = await guard.read_body(request.body())
+        content_type = request.headers["content-type"]
+        return Upload(*await model.decoder.offload(_images_of_form, body, content_type), options)
     if ctype.startswith("image/") or ctype == "application/octet-stream":
         body = await guard.read_body(request.body())
         return Upload([body], [_header_text(request, "x-filename")], options)
