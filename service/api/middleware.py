@@ -210,8 +210,7 @@ class ServiceMiddleware:
         else:
             status, code, reason = 503, "draining", "draining"
             message = "the service shut down before this request finished"
-        self.state.metrics.rejected.labels(reason).inc()
-        log.info("%s: %s %s", message, req.method, _printable(req.path))
+        self.state.metrics.rejected.labels(reason).inc()  # the access log line has the status
         if not req.started:
             with contextlib.suppress(Exception):
                 await self._reply(send, req, status, code, message)

@@ -6,6 +6,7 @@ instead of holding its connection, memory and queue slot until the request's dea
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 
 
@@ -35,8 +36,10 @@ class Upload:
         self.received = 0
         self.complete = False
         self.too_slow = False
+        # The first check comes at a random point of the second after the grace: connections
+        # that arrived together (an attack) are not all cut off in one loop iteration.
         self._timer: asyncio.TimerHandle | None = self._loop.call_later(
-            uploads.grace_s + 1.0, self._check
+            uploads.grace_s + 1.0 + random.random(), self._check
         )
 
     def add(self, nbytes: int, more: bool) -> None:
