@@ -111,7 +111,9 @@ def _model_ready(state: ServiceState, name: str, version: str | None) -> JSONRes
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
-def _split_body(header_len: str | None, body: bytes) -> tuple[dict[str, Any], bytes]:
+def _split_body(
+    header_len: str | None, body: bytes, max_values: int
+) -> tuple[dict[str, Any], bytes]:
     if header_len is not None:
         # ASCII only: str.isdigit() also accepts "²", which int() refuses.
         if not (header_len.isascii() and header_len.isdigit()):
@@ -122,6 +124,10 @@ def _split_body(header_len: str | None, body: bytes) -> tuple[dict[str, Any], by
         head, binary = body[:n], body[n:]
     else:
         head, binary = body, b""
+    # json.loads holds the GIL (stalling the event loop) as long as it parses: bound the
+    # tokens first by what the largest valid tensor needs (a cheap scan).
+    if head.count(b",") > max_values + 1000:
+        raise _bad(f"the inference request holds more values than a batch can ({max_values})")
     try:
         doc = json.loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -234,7 +240,9 @@ def _parse_request(
 ) -> tuple[dict[str, Any], np.ndarray, bool]:
     """JSON + tensor decoding (CPU work for big JSON tensors: runs in the pool): the request
     document, the input batch, and whether the output goes back as binary."""
-    doc, binary = _split_body(header_len, body)
+    limit = max(model.settings.max_batch_size, model.settings.max_images_per_request)
+    max_values = limit * int(np.prod(model.tagger.runner.sample_shape))
+    doc, binary = _split_body(header_len, body, max_values)
     outputs = _requested_outputs(doc, model.tagger.manifest.onnx.output_name)
     return doc, _input_tensor(model, doc, binary), _wants_binary(doc, outputs)
 

@@ -119,6 +119,7 @@ def _images_of_form(body: bytes, content_type: str) -> tuple[list[bytes], list[s
     return [bytes(p.data) for p in parts], [p.filename for p in parts]
 
 
+MAX_JSON_IMAGES = 1000  # far above any image limit; only bounds the member count above
 _DATA_URI = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(rb"\s+")
 
@@ -140,6 +141,17 @@ def _parse_json_request(body: bytes, query: TagOptions, tagger: Tagger) -> tuple
     """Validate the JSON request, merge its options over the query string's, check its
     threshold labels and decode its images: CPU work proportional to the body, so it runs in
     the pool, never on the event loop. Also says whether the body set `timeout_ms`."""
+    # JSON parsing holds the GIL (and so stalls the event loop) for as long as it takes: bound
+    # the number of members first (a cheap scan), by what a valid request can hold: one
+    # threshold per label, a few fields per image.
+    members, most = body.count(b":"), len(tagger.labels) + 64 + 4 * MAX_JSON_IMAGES
+    if members > most:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"the JSON body has {members} members; a request holds at most one threshold per "
+            f"label ({len(tagger.labels)} labels)",
+        )
     try:
         parsed = TagJsonRequest.model_validate_json(body)
     except ValidationError as e:

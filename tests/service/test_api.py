@@ -713,8 +713,12 @@ def test_a_huge_thresholds_map_is_refused_off_the_event_loop(
     threads.clear()
     r = client.post("/tag", json={"images": [{"b64": image}], "thresholds": huge})
     assert r.status_code == 422
-    assert "thresholds has 50000 entries; the model has 6 labels" in r.json()["error"]["message"]
+    assert "has 50003 members" in r.json()["error"]["message"]  # counted before parsing
     assert threads == []  # refused by size before any scan or copy
+    seven = dict(list(huge.items())[:7])
+    r = client.post("/tag", json={"images": [{"b64": image}], "thresholds": seven})
+    assert "thresholds has 7 entries; the model has 6 labels" in r.json()["error"]["message"]
+    assert threads == []  # refused by count before any scan or copy
     query = client.post("/tag", params={"thresholds": json.dumps(dict(list(huge.items())[:7]))},
                         files={"image": ("a.png", solid(RED), "image/png")})  # fmt: skip
     assert query.status_code == 422 and "7 entries" in query.json()["error"]["message"]

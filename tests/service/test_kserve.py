@@ -204,3 +204,10 @@ def test_header_length_must_be_ascii_digits(server: LiveServer, value: bytes) ->
     )
     assert r.status_code == 400, r.text
     assert "Inference-Header-Content-Length" in r.json()["error"]
+
+
+def test_more_json_values_than_a_batch_can_hold_is_400_before_parsing(server: LiveServer) -> None:
+    limit = 16 * 64 * 64 * 3  # max(batch, images per request) x the sample shape
+    r = _json_infer(server, [0] * (limit + 2000))
+    assert r.status_code == 400, r.text
+    assert "more values than a batch can" in r.json()["error"]
