@@ -1,5 +1,6 @@
-"""The README's error table lists every error code the service can return, with its status,
-and nothing it cannot: the codes are collected from the code itself."""
+"""The README's tables stay true: the error table lists every error code the service can
+return, with its status, and nothing it cannot (the codes are collected from the code itself);
+the limits table names real settings with their defaults."""
 
 from __future__ import annotations
 
@@ -82,3 +83,30 @@ def test_per_image_codes_are_documented() -> None:
     paragraph = text.split("one image's problem is reported in its own result", 1)[1][:400]
     listed = set(re.findall(r"`([a-z0-9_]+)`", paragraph))
     assert listed == {cls.code for cls in IMAGE_ERRORS} | {"model_error"}
+
+
+def test_limits_table_names_real_settings_with_their_defaults() -> None:
+    from service.settings import Settings
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Limits", 1)[1].split("\n### ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    fields = {name.upper() for name in Settings.model_fields}
+    assert named and named <= fields, named - fields
+    defaults = Settings()
+    for name in named:  # the number in the row is the field's default
+        row = next(line for line in table.splitlines() if f"`{name}`" in line)
+        value = getattr(defaults, name.lower())
+        shown = {
+            "MAX_BODY_BYTES": f"{value // 2**20} MiB",
+            "MAX_IMAGE_PIXELS": f"{value // 1_000_000} Mpx",
+            "MAX_HEADER_LINE_BYTES": f"{value // 1024} KiB",
+            "MAX_HEADER_BYTES": f"{value // 1024} KiB",
+            "MIN_UPLOAD_BYTES_PER_S": f"{int(value) // 1024} KiB/s",
+            "MAX_IMAGE_SIDE": f"{value:,} px",
+            "MAX_CONNECTIONS": f"{value}",
+            "MAX_ASPECT_RATIO": f"{value:g} : 1",
+            "UPLOAD_GRACE_S": f"{value:g} s",
+        }.get(name, f"{value:g}" if isinstance(value, float) else str(value))
+        assert shown in row, f"{name}: default {value} not shown in: {row}"
