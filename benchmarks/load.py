@@ -72,9 +72,9 @@ def reference(artifact_dir: Path, images: dict[str, list[bytes]], n: int) -> dic
     for name, imgs in images.items():
         t0 = time.perf_counter()
         for i in range(n):
-            preprocess(imgs[i % len(imgs)], prep, 10**9)
+            preprocess(imgs[i % len(imgs)], prep)
         out[f"decode_ms_{name}"] = (time.perf_counter() - t0) / n * 1000
-    sample = preprocess(images["640x480"][0], prep, 10**9)
+    sample = preprocess(images["640x480"][0], prep)
     for b in (1, 8, 16, 32):
         batch = np.stack([sample] * b)
         runner.run(batch)
@@ -99,13 +99,13 @@ def single_image_latency(
     artifact = load_artifact(artifact_dir)
     prep = artifact.manifest.preprocessing
     runner = ModelRunner(artifact, "cpu")
-    sample = preprocess(imgs[0], prep, 10**9)[None]
+    sample = preprocess(imgs[0], prep)[None]
     runner.run(sample)
     out = []
     for _ in range(rounds):
         t0 = time.perf_counter()
         for i in range(30):
-            preprocess(imgs[i % len(imgs)], prep, 10**9)
+            preprocess(imgs[i % len(imgs)], prep)
         decode_ms = (time.perf_counter() - t0) / 30 * 1000
         t0 = time.perf_counter()
         for _ in range(30):
@@ -113,7 +113,7 @@ def single_image_latency(
         model_ms = (time.perf_counter() - t0) / 30 * 1000
         t0 = time.perf_counter()
         for i in range(30):
-            runner.run(preprocess(imgs[i % len(imgs)], prep, 10**9)[None])
+            runner.run(preprocess(imgs[i % len(imgs)], prep)[None])
         sequential_ms = (time.perf_counter() - t0) / 30 * 1000
         run = asyncio.run(closed_loop(server.port, imgs, 1, seconds, warmup=0.2))
         out.append((decode_ms, model_ms, sequential_ms, pct(run.latencies, 50)))
@@ -160,7 +160,7 @@ def ideal_pipeline(artifact_dir: Path, imgs: list[bytes], batch: int, n: int) ->
     artifact = load_artifact(artifact_dir)
     prep = artifact.manifest.preprocessing
     runner = ModelRunner(artifact, "cpu")
-    runner.run(np.stack([preprocess(imgs[0], prep, 10**9)] * batch))
+    runner.run(np.stack([preprocess(imgs[0], prep)] * batch))
     ready: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=4 * batch)
 
     def model_loop() -> None:  # full batches only: the model always runs at `batch`
@@ -179,7 +179,7 @@ def ideal_pipeline(artifact_dir: Path, imgs: list[bytes], batch: int, n: int) ->
     consumer = threading.Thread(target=model_loop)
     consumer.start()
     with ThreadPoolExecutor(available_cores()) as pool:
-        for arr in pool.map(lambda i: preprocess(imgs[i % len(imgs)], prep, 10**9), range(n)):
+        for arr in pool.map(lambda i: preprocess(imgs[i % len(imgs)], prep), range(n)):
             ready.put(arr)
     ready.put(None)
     consumer.join()

@@ -127,7 +127,7 @@ def _serve(settings: Settings, tagger: Tagger) -> int:
         timeout_graceful_shutdown=1,
         server_header=False,
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # float ok
-        http=coalescing_protocol(http_limits(settings)) or "auto",
+        http=coalescing_protocol(http_limits(settings)),
     )
     server = DrainingServer(config)
     server.run()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
 from .api.errors import error_bytes
 
 _HEAD_START = b"HTTP/1.1 "
@@ -85,110 +87,108 @@ def _refusal(status: int, code: str, message: str) -> bytes:
     return head.encode() + body
 
 
-def coalescing_protocol(limits: HttpLimits | None = None) -> type[asyncio.Protocol] | None:
-    """uvicorn's httptools protocol with coalesced writes and the `limits` (header size and
-    time, connection count) that httptools itself does not have; None (uvicorn's default)
-    when httptools is not installed."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        return None
-    bounds = limits or HttpLimits()
+def coalescing_protocol(limits: HttpLimits | None = None) -> type[asyncio.Protocol]:
+    """The guarded protocol class bound to `limits` (uvicorn[standard] always has httptools)."""
+    bound = {"bounds": limits or HttpLimits()}
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), bound)
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _header_bytes = 0  # the current request's line and headers, as parsed
-        _unparsed = 0  # bytes received while its headers are still incomplete
-        _refused: bytes | None = None  # set while parsing: answer it and close
-        _header_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            wrapped: Any = CoalescingTransport(transport, self.loop)
-            super().connection_made(wrapped)
-            if len(self.connections) > bounds.max_connections:
-                message = f"the server has {bounds.max_connections} open connections; retry later"
-                self._answer_and_close(_refusal(503, "too_many_connections", message))
-                return
-            self._arm_header_timer()
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with coalesced writes and the limits httptools itself
+    does not have (header size and time, connection count)."""
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_header_timer()
-            super().connection_lost(exc)
+    bounds = HttpLimits()
+    _header_bytes = 0  # the current request's line and headers, as parsed
+    _unparsed = 0  # bytes received while its headers are still incomplete
+    _refused: bytes | None = None  # set while parsing: answer it and close
+    _header_timer: asyncio.TimerHandle | None = None
 
-        def data_received(self, data: bytes) -> None:
-            if self._refused is not None:
-                return
-            super().data_received(data)
-            if self._refused is None and self._header_timer is not None:
-                # Still inside the headers after this chunk: httptools buffers an unfinished
-                # header line without any limit, so bound what arrives meanwhile.
-                self._unparsed += len(data)
-                if self._unparsed > bounds.max_header_bytes:
-                    self._too_large()
-            if self._refused is not None:
-                self._answer_and_close(self._refused)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        wrapped: Any = CoalescingTransport(transport, self.loop)
+        super().connection_made(wrapped)
+        if len(self.connections) > self.bounds.max_connections:
+            message = f"the server has {self.bounds.max_connections} open connections; retry later"
+            self._answer_and_close(_refusal(503, "too_many_connections", message))
+            return
+        self._arm_header_timer()
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._header_bytes = self._unparsed = 0
-            self._arm_header_timer()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
 
-        def on_url(self, url: bytes) -> None:
-            super().on_url(url)
-            self._count(len(url))
-            if len(self.url) > bounds.max_header_line_bytes:
-                self._refuse_headers(
-                    f"the request line is over {bounds.max_header_line_bytes} bytes"
-                )
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            if len(name) + len(value) > bounds.max_header_line_bytes:
-                self._refuse_headers(f"a header is over {bounds.max_header_line_bytes} bytes")
-            self._count(len(name) + len(value) + 4)  # ": " and CRLF
-            super().on_header(name, value)
-
-        def on_headers_complete(self) -> None:
-            self._disarm_header_timer()
-            if self._refused is None:
-                super().on_headers_complete()
-
-        def on_body(self, body: bytes) -> None:
-            if self._refused is None:
-                super().on_body(body)
-
-        def on_message_complete(self) -> None:
-            if self._refused is None:
-                super().on_message_complete()
-
-        def _count(self, n: int) -> None:
-            self._header_bytes += n
-            if self._header_bytes > bounds.max_header_bytes:
+    def data_received(self, data: bytes) -> None:
+        if self._refused is not None:
+            return
+        super().data_received(data)
+        if self._refused is None and self._header_timer is not None:
+            # Still inside the headers after this chunk: httptools buffers an unfinished
+            # header line without any limit, so bound what arrives meanwhile.
+            self._unparsed += len(data)
+            if self._unparsed > self.bounds.max_header_bytes:
                 self._too_large()
+        if self._refused is not None:
+            self._answer_and_close(self._refused)
 
-        def _too_large(self) -> None:
-            self._refuse_headers(f"the request headers are over {bounds.max_header_bytes} bytes")
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = self._unparsed = 0
+        self._arm_header_timer()
 
-        def _refuse_headers(self, message: str) -> None:
-            if self._refused is None:
-                self._refused = _refusal(431, "headers_too_large", message)
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._count(len(url))
+        if len(self.url) > self.bounds.max_header_line_bytes:
+            self._refuse_headers(
+                f"the request line is over {self.bounds.max_header_line_bytes} bytes"
+            )
 
-        def _arm_header_timer(self) -> None:
-            self._disarm_header_timer()
-            self._header_timer = self.loop.call_later(bounds.header_timeout_s, self._headers_late)
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > self.bounds.max_header_line_bytes:
+            self._refuse_headers(f"a header is over {self.bounds.max_header_line_bytes} bytes")
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
 
-        def _disarm_header_timer(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        if self._refused is None:
+            super().on_headers_complete()
 
-        def _headers_late(self) -> None:
+    def on_body(self, body: bytes) -> None:
+        if self._refused is None:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused is None:
+            super().on_message_complete()
+
+    def _count(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > self.bounds.max_header_bytes:
+            self._too_large()
+
+    def _too_large(self) -> None:
+        self._refuse_headers(f"the request headers are over {self.bounds.max_header_bytes} bytes")
+
+    def _refuse_headers(self, message: str) -> None:
+        if self._refused is None:
+            self._refused = _refusal(431, "headers_too_large", message)
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.bounds.header_timeout_s, self._headers_late)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
             self._header_timer = None
-            message = f"the request headers did not arrive within {bounds.header_timeout_s:g} s"
-            self._answer_and_close(_refusal(408, "request_timeout", message))
 
-        def _answer_and_close(self, response: bytes) -> None:
-            self._disarm_header_timer()
-            if not self.transport.is_closing():
-                self.transport.write(response)
-                self.transport.close()
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        message = f"the request headers did not arrive within {self.bounds.header_timeout_s:g} s"
+        self._answer_and_close(_refusal(408, "request_timeout", message))
 
-    return GuardedHttpToolsProtocol
+    def _answer_and_close(self, response: bytes) -> None:
+        self._disarm_header_timer()
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()

@@ -35,61 +35,59 @@ def parse_multipart(body: bytes, content_type: str) -> list[Part]:
     boundary = params.get(b"boundary")
     if not boundary:
         raise MultipartError("the multipart Content-Type has no boundary")
-    parts: list[Part] = []
-    headers: dict[bytes, bytes] = {}
-    header_name = bytearray()
-    header_value = bytearray()
-    current: Part | None = None
-
-    def on_part_begin() -> None:
-        headers.clear()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_name.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_value.extend(data[start:end])
-
-    def on_header_end() -> None:
-        headers[bytes(header_name).lower()] = bytes(header_value)
-        header_name.clear()
-        header_value.clear()
-
-    def on_headers_finished() -> None:
-        nonlocal current
-        disposition, options = parse_options_header(headers.get(b"content-disposition"))
-        if disposition != b"form-data" or b"name" not in options:
-            raise MultipartError("a multipart part lacks 'Content-Disposition: form-data; name'")
-        if len(parts) >= MAX_PARTS:
-            raise MultipartError(f"more than {MAX_PARTS} multipart parts")
-        filename = options.get(b"filename")
-        current = Part(
-            options[b"name"].decode("utf-8", "replace"),
-            filename.decode("utf-8", "replace") if filename is not None else None,
-        )
-        parts.append(current)
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if current is not None:
-            current.data.extend(data[start:end])
-
-    def on_part_end() -> None:
-        if current is not None:
-            current.complete = True
-
-    callbacks = {
-        "on_part_end": on_part_end,
-        "on_part_begin": on_part_begin,
-        "on_header_field": on_header_field,
-        "on_header_value": on_header_value,
-        "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished,
-        "on_part_data": on_part_data,
-    }
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    collector = _Collector()
+    parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     try:
         parser.write(body)
         parser.finalize()
     except MultipartParseError as e:
         raise MultipartError(f"malformed multipart body: {e}") from None
-    return [p for p in parts if p.complete]
+    return [p for p in collector.parts if p.complete]
+
+
+class _Collector:
+    """python-multipart's callbacks, collecting parts and their headers."""
+
+    def __init__(self) -> None:
+        self.parts: list[Part] = []
+        self._headers: dict[bytes, bytes] = {}
+        self._name = bytearray()
+        self._value = bytearray()
+        self._current: Part | None = None
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._headers.clear,
+            "on_header_field": lambda d, a, b: self._name.extend(d[a:b]),
+            "on_header_value": lambda d, a, b: self._value.extend(d[a:b]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_part_end": self._part_end,
+        }
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._name).lower()] = bytes(self._value)
+        self._name.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        disposition, options = parse_options_header(self._headers.get(b"content-disposition"))
+        if disposition != b"form-data" or b"name" not in options:
+            raise MultipartError("a multipart part lacks 'Content-Disposition: form-data; name'")
+        if len(self.parts) >= MAX_PARTS:
+            raise MultipartError(f"more than {MAX_PARTS} multipart parts")
+        filename = options.get(b"filename")
+        self._current = Part(
+            options[b"name"].decode("utf-8", "replace"),
+            filename.decode("utf-8", "replace") if filename is not None else None,
+        )
+        self.parts.append(self._current)
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._current is not None:
+            self._current.data.extend(data[start:end])
+
+    def _part_end(self) -> None:
+        if self._current is not None:
+            self._current.complete = True
