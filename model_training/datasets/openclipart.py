@@ -5,7 +5,7 @@ The two packages mirror one folder tree (`png/<category>/<name>.png` next to
 category, as a symlink to one real PNG; this builder makes one image per real PNG and gives
 it the union of the labels of every path that points to it (its folders and the
 `dc:subject` keywords of each corresponding SVG). See `labels.py` for the normalisation
-rules and `split.py` for the split.
+rules and `model_training/stratify.py` for the split.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..stratify import stratified_group_split
 from . import labels as rules
 from .card import label_statistics, render_card
 from .imaging import (
@@ -36,7 +37,6 @@ from .imaging import (
     trim_alpha,
 )
 from .jsonl import SPLITS, write_jsonl, write_labels
-from .split import stratified_group_split
 from .svgmeta import SvgMetadata, read_svg_metadata
 
 Log = Callable[[str], None]

@@ -16,8 +16,8 @@ from model_training.datasets.imaging import (
     load_rgba,
     on_background,
 )
-from model_training.datasets.split import stratified_group_split
 from model_training.datasets.svgmeta import read_svg_metadata
+from model_training.stratify import stratified_group_split
 
 
 @pytest.mark.parametrize(
