@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .datasets.cli import add_commands as add_dataset_commands
+from .dataset_builders.cli import add_commands as add_dataset_commands
 from .export.cli import add_export_parser, evaluate_artifact_command
 
 DESCRIPTION = """\

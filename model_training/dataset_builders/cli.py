@@ -1,4 +1,4 @@
-"""Command line of the data set builders: `python -m model_training.datasets COMMAND`.
+"""Command line of the data set builders: `python -m model_training.dataset_builders COMMAND`.
 
 `add_commands(subparsers)` registers the same commands on another parser, so the training
 CLI can expose them as `mltag-train data openclipart|scenes ...`.
@@ -22,7 +22,7 @@ def _fraction_triple(values: list[float]) -> tuple[float, float, float]:
 
 def _command(argv: list[str] | None) -> str:
     args = sys.argv[1:] if argv is None else argv
-    return "python -m model_training.datasets " + shlex.join(args)
+    return "python -m model_training.dataset_builders " + shlex.join(args)
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -231,7 +231,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m model_training.datasets",
+        prog="python -m model_training.dataset_builders",
         description="Build the OpenClipart multilabel data sets.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -28,8 +28,8 @@ from . import labels as rules
 from .card import label_statistics, render_card
 from .imaging import (
     DEFAULT_MAX_PIXELS,
-    EmptyImageError,
     TooLargeError,
+    TransparentImageError,
     fit_within,
     load_rgba,
     on_background,
@@ -221,7 +221,7 @@ def render_source(src: Path, output: Path, key: str, config: OpenClipartConfig) 
             fit_within(cutout, config.object_side).save(obj_path, format="PNG")
     except TooLargeError:
         return "too_large"
-    except EmptyImageError:
+    except TransparentImageError:
         return "empty"
     except (OSError, ValueError, SyntaxError):
         return "unreadable"
@@ -363,7 +363,7 @@ def build_openclipart(
         stats=stats,
         rules=rules_text(config, singular, vocab_set),
         build=build,
-        command=command or "python -m model_training.datasets openclipart --output DIR",
+        command=command or "python -m model_training.dataset_builders openclipart --output DIR",
         extra_sections=[
             ("Other files", _FILES),
             ("Known limitations", _LIMITATIONS),

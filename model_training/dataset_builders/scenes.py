@@ -302,7 +302,8 @@ def build_scenes(
         stats=stats,
         rules=_rules(config, vocabulary),
         build=build,
-        command=command or "python -m model_training.datasets scenes --source DIR --output DIR",
+        command=command
+        or "python -m model_training.dataset_builders scenes --source DIR --output DIR",
         extra_sections=[("Per-object metadata", _META)],
     )
     (output / "DATASET_CARD.md").write_text(card, encoding="utf-8")
