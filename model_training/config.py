@@ -200,6 +200,11 @@ class TrainConfig(_Section):
     )
     progress: bool = True
 
+    def eval_batch(self) -> int:
+        """The batch size of every evaluation pass: `eval_batch_size`, else twice
+        `batch_size` (no gradients are kept, so twice the images fit)."""
+        return self.eval_batch_size or self.batch_size * 2
+
 
 class ExportConfig(_Section):
     name: str = "mltag-model"

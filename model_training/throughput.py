@@ -111,7 +111,7 @@ def compare(
     `cpu_clock=True` divides by this process's CPU time instead of wall time: on a CPU shared
     with other jobs that measures the work each variant does, not who got the cores."""
     clock = time.process_time if cpu_clock else time.perf_counter
-    from .trainer import resolve_device
+    from .distributed import resolve_device
 
     dev = resolve_device(device)
     use_amp = amp and dev.type == "cuda"

@@ -3,13 +3,26 @@ use it. Generated from the run directory and the manifest, so it cannot disagree
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mltag_artifact import Manifest
 
-from .run import TrainedRun, short_name
+from ..config import Config
+from ..rundir import TrainedRun
 
 _METRIC_COLUMNS = ("mAP", "CF1@0.5", "OF1@0.5", "CF1@thr", "OF1@thr")
+
+
+def short_name(path: str | Path) -> str:
+    """`<folder>/<file>`: names data without leaking the machine's absolute paths."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def dataset_name(cfg: Config) -> str:
+    """A short, path-free name for the training data."""
+    return short_name(cfg.data.train)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

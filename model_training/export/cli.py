@@ -83,7 +83,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
 def export_command(args: argparse.Namespace) -> int:
     """Handler of `mltag-train export`."""
     _log_to_stderr()
-    from .run import ExportError
+    from .errors import ExportError
 
     try:
         from .exporter import export_run
@@ -140,7 +140,7 @@ def evaluate_artifact_command(args: argparse.Namespace) -> int:
     the full result (per-label AP included) to `--output` when given. Reads `artifact`, `data`
     and, when present, `format`, `images_root`, `batch_size`, `output` from `args`."""
     from ..data import DataError
-    from .run import ExportError
+    from .errors import ExportError
 
     try:
         from .evaluate import evaluate_artifact

@@ -34,7 +34,8 @@ from model_training.export.cli import (
 )
 from model_training.export.exporter import torch_scores
 from model_training.models.heads import GCNHead
-from model_training.trainer import evaluate_run, load_trained
+from model_training.rundir import load_trained
+from model_training.trainer import evaluate_run
 
 from .conftest import RunFactory, copy_run
 
