@@ -58,7 +58,11 @@ def per_class_ap(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     """mAP in [0, 100] over classes with at least one positive (others skipped)."""
-    ap = per_class_ap(scores, targets)
+    return _mean_ap(per_class_ap(scores, targets))
+
+
+def _mean_ap(ap: np.ndarray) -> float:
+    """Mean of per-class AP (NaN: no positive) in percent; NaN when no class has one."""
     if np.all(np.isnan(ap)):
         return float("nan")
     return float(np.nanmean(ap) * 100.0)
@@ -160,7 +164,7 @@ def evaluate_scores(
     ap = per_class_ap(scores, targets)
     at_thr = None if thresholds is None else threshold_metrics(scores, targets, thresholds)
     return Evaluation(
-        mAP=float(np.nanmean(ap) * 100) if not np.all(np.isnan(ap)) else float("nan"),
+        mAP=_mean_ap(ap),
         per_class_ap=ap,
         at_05=threshold_metrics(scores, targets, 0.5),
         at_thresholds=at_thr,

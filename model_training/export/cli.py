@@ -125,16 +125,6 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_artifact_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--artifact` for an `evaluate` parser that already has --data/--format/--images-root/
-    --batch-size/--output (as `mltag-train evaluate` does)."""
-    parser.add_argument(
-        "--artifact",
-        help="evaluate an exported artifact with ONNX Runtime through the service's own "
-        "preprocessing (instead of --run)",
-    )
-
-
 def evaluate_artifact_command(args: argparse.Namespace) -> int:
     """Handler of `mltag-train evaluate --artifact DIR --data FILE`: prints the summary, writes
     the full result (per-label AP included) to `--output` when given. Reads `artifact`, `data`
