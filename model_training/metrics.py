@@ -1,5 +1,5 @@
-"""Multilabel metrics (method.md §5). Inputs are numpy arrays: scores (N, C) in [0, 1] and
-targets (N, C) in {1, 0, -1}; a target < 0 ("ignore") is excluded from every metric.
+"""Multilabel metrics (docs/method.md#evaluation). Inputs are numpy arrays: scores (N, C) in
+[0, 1] and targets (N, C) in {1, 0, -1}; a target < 0 ("ignore") is excluded from every metric.
 
 - AP per class, non-interpolated: AP = Σ_n (R_n − R_{n−1}) P_n over the distinct score
   thresholds, i.e. the mean of precision@rank over the positives' ranks when there are no ties
@@ -109,9 +109,8 @@ def f1_optimal_thresholds(
     positive and the next lower score, so it generalises better than the score itself.
 
     `floor` bounds thresholds from below. With only a few validation positives, the F1-optimal
-    threshold is often near 0 and then fires on most images: on OpenClipart-ML (2-fold CV
-    within validation) a floor of 0.1 kept class-averaged F1 at 43.0 (45.4 without) and raised
-    pooled F1 from 32.1 to 57.9."""
+    threshold is often near 0 and then fires on most images; what a floor of 0.1 changes is
+    measured in benchmarks/RESULTS.md#the-threshold-floor."""
     s, t = _check(scores, targets)
     out = np.full(s.shape[1], default, dtype=np.float64)
     for c in range(s.shape[1]):
