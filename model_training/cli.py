@@ -37,12 +37,13 @@ def _train(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
     from .data import DataError
     from .models import PretrainedWeightsError
+    from .rundir import RunDir
     from .trainer import fit
 
     try:
         config = args.config
         if config is None and args.resume:  # continue with the run's own resolved config
-            config = Path(args.output) / "config.yaml"
+            config = RunDir(args.output).config
         cfg = load_config(config, args.set or [])
         final = fit(cfg, args.output, resume=args.resume)
     except (ConfigError, DataError, PretrainedWeightsError, FileExistsError,
