@@ -6,9 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .datasets.cli import add_commands as add_dataset_commands
+from .dataset_builders.cli import add_commands as add_dataset_commands
 from .export.cli import add_export_parser, evaluate_artifact_command
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 DESCRIPTION = """\
 mltag training tools. Train a multilabel tagger on your own images and export it as a
@@ -33,12 +37,13 @@ def _train(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
     from .data import DataError
     from .models import PretrainedWeightsError
+    from .rundir import RunDir
     from .trainer import fit
 
     try:
         config = args.config
         if config is None and args.resume:  # continue with the run's own resolved config
-            config = Path(args.output) / "config.yaml"
+            config = RunDir(args.output).config
         cfg = load_config(config, args.set or [])
         final = fit(cfg, args.output, resume=args.resume)
     except (ConfigError, DataError, PretrainedWeightsError, FileExistsError,
@@ -87,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    add_export_parser(sub)
+    data = sub.add_parser(
+        "data",
+        help="build the OpenClipart data sets (no torch needed)",
+        description="Build OpenClipart-ML and OpenClipart-Scenes from Debian's packages.",
+    )
+    add_dataset_commands(data.add_subparsers(dest="dataset", required=True, metavar="DATASET"))
+    return parser
+
+
+def _add_demo(sub: Subparsers) -> None:
     demo = sub.add_parser(
         "demo-artifact",
         help="build the hand-weighted colour demo artifact (no torch, no data needed)",
@@ -99,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dtype", choices=["uint8", "float32"], default="uint8")
     demo.set_defaults(func=_demo_artifact)
 
+
+def _add_train(sub: Subparsers) -> None:
     train = sub.add_parser(
         "train",
         help="train a model from a YAML config into a run directory",
@@ -121,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=_train)
 
+
+def _add_evaluate(sub: Subparsers) -> None:
     ev = sub.add_parser(
         "evaluate",
         help="evaluate a trained run on an annotation file",
@@ -143,14 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-workers", type=int)
     ev.add_argument("--output", help="write the full result (with per-class AP) as JSON here")
     ev.set_defaults(func=_evaluate)
-    add_export_parser(sub)
-    data = sub.add_parser(
-        "data",
-        help="build the OpenClipart data sets (no torch needed)",
-        description="Build OpenClipart-ML and OpenClipart-Scenes from Debian's packages.",
-    )
-    add_dataset_commands(data.add_subparsers(dest="dataset", required=True, metavar="DATASET"))
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,8 @@ class _Section(BaseModel):
 
 
 class AugmentConfig(_Section):
-    """Training-time augmentation (method.md §4). Evaluation only resizes and normalises."""
+    """Training-time augmentation (docs/method.md#training-recipe). Evaluation only resizes and
+    normalises."""
 
     hflip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability")
     randaugment: bool = True
@@ -174,7 +175,9 @@ class OptimConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(40, gt=0)
     batch_size: int = Field(32, gt=0)
-    eval_batch_size: int | None = None
+    eval_batch_size: int | None = Field(
+        None, description="batch size of evaluation passes; None: 2 x batch_size"
+    )
     lr: float = Field(0.005, gt=0)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     seed: int = 0
@@ -184,8 +187,8 @@ class TrainConfig(_Section):
     )
     channels_last: bool = Field(
         True,
-        description="NHWC memory format for model and batches: ~1.45x faster Lite0 training on"
-        " CPU (21 vs 14-15 img/s at 128 px), and the usual choice for CUDA AMP",
+        description="NHWC memory format for model and batches: faster training on CPU"
+        " (benchmarks/RESULTS.md#channels_last-training) and the usual choice for CUDA AMP",
     )
     ema: bool = True
     ema_decay: float = Field(0.9993, ge=0, lt=1)
@@ -199,6 +202,11 @@ class TrainConfig(_Section):
         "otherwise get near-0 thresholds that fire on most images)",
     )
     progress: bool = True
+
+    def eval_batch(self) -> int:
+        """The batch size of every evaluation pass: `eval_batch_size`, else twice
+        `batch_size` (no gradients are kept, so twice the images fit)."""
+        return self.eval_batch_size or self.batch_size * 2
 
 
 class ExportConfig(_Section):

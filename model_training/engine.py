@@ -95,6 +95,42 @@ def train_step(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     return loss.detach()
 
 
+class _LossReadback:
+    """Losses stay on the device and are read back in groups (a read synchronises a GPU):
+    finite ones are averaged, non-finite ones raise without AMP and are counted as steps the
+    GradScaler skipped with it. Also feeds the progress bar."""
+
+    def __init__(self, ctx: StepContext, bar: object) -> None:
+        self.ctx = ctx
+        self.bar = bar
+        self.pending: list[torch.Tensor] = []
+        self.losses: list[float] = []
+        self.skipped = 0
+        self.images = 0
+        self.start = time.perf_counter()
+
+    def drain(self, step: int) -> None:
+        if not self.pending:
+            return
+        values = torch.stack(self.pending).float().cpu().tolist()
+        self.pending.clear()
+        for v in values:
+            if math.isfinite(v):
+                self.losses.append(v)
+            elif self.ctx.amp:
+                self.skipped += 1
+            else:
+                raise FloatingPointError(f"loss is {v} near step {step}")
+        if hasattr(self.bar, "set_postfix") and self.losses:
+            elapsed = time.perf_counter() - self.start
+            self.bar.set_postfix(
+                loss=f"{sum(self.losses) / len(self.losses):.4f}",
+                lr=f"{self.ctx.optimizer.param_groups[0]['lr']:.2e}",
+                img_s=f"{self.images / max(elapsed, 1e-9):.1f}",
+                refresh=False,
+            )
+
+
 def train_one_epoch(
     ctx: StepContext,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -107,35 +143,8 @@ def train_one_epoch(
     non-finite check): a non-finite loss raises without AMP; with AMP it is a step the
     GradScaler skipped, counted in `skipped_steps`."""
     ctx.model.train()
-    images = 0
-    pending: list[torch.Tensor] = []
-    losses: list[float] = []
-    skipped = 0
     it: Iterable[object] = progress(loader) if progress is not None else loader
-    start = time.perf_counter()
-
-    def drain(step: int) -> None:
-        nonlocal skipped
-        if not pending:
-            return
-        values = torch.stack(pending).float().cpu().tolist()
-        pending.clear()
-        for v in values:
-            if math.isfinite(v):
-                losses.append(v)
-            elif ctx.amp:
-                skipped += 1
-            else:
-                raise FloatingPointError(f"loss is {v} near step {step}")
-        if hasattr(it, "set_postfix") and losses:
-            elapsed = time.perf_counter() - start
-            it.set_postfix(
-                loss=f"{sum(losses) / len(losses):.4f}",
-                lr=f"{ctx.optimizer.param_groups[0]['lr']:.2e}",
-                img_s=f"{images / max(elapsed, 1e-9):.1f}",
-                refresh=False,
-            )
-
+    readback = _LossReadback(ctx, it)
     step = 0
     for step, batch in enumerate(it):
         if max_steps is not None and step >= max_steps:
@@ -143,20 +152,20 @@ def train_one_epoch(
         pair: tuple[torch.Tensor, torch.Tensor] = batch  # type: ignore[assignment]
         x = to_device(pair[0], ctx.device, ctx.channels_last)
         y = pair[1].to(ctx.device, non_blocking=True)
-        pending.append(train_step(ctx, x, y))
-        images += x.shape[0]
-        if len(pending) >= sync_every:
-            drain(step)
-    drain(step)
+        readback.pending.append(train_step(ctx, x, y))
+        readback.images += x.shape[0]
+        if len(readback.pending) >= sync_every:
+            readback.drain(step)
+    readback.drain(step)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
-    seconds = time.perf_counter() - start
+    losses = readback.losses
     return EpochStats(
         loss=sum(losses) / max(len(losses), 1),
         lr=float(ctx.optimizer.param_groups[0]["lr"]),
-        images=images,
-        seconds=seconds,
-        skipped_steps=skipped,
+        images=readback.images,
+        seconds=time.perf_counter() - readback.start,
+        skipped_steps=readback.skipped,
         history=losses,
     )
 

@@ -1,5 +1,5 @@
-"""Multilabel metrics (method.md §5). Inputs are numpy arrays: scores (N, C) in [0, 1] and
-targets (N, C) in {1, 0, -1}; a target < 0 ("ignore") is excluded from every metric.
+"""Multilabel metrics (docs/method.md#evaluation). Inputs are numpy arrays: scores (N, C) in
+[0, 1] and targets (N, C) in {1, 0, -1}; a target < 0 ("ignore") is excluded from every metric.
 
 - AP per class, non-interpolated: AP = Σ_n (R_n − R_{n−1}) P_n over the distinct score
   thresholds, i.e. the mean of precision@rank over the positives' ranks when there are no ties
@@ -58,7 +58,11 @@ def per_class_ap(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     """mAP in [0, 100] over classes with at least one positive (others skipped)."""
-    ap = per_class_ap(scores, targets)
+    return _mean_ap(per_class_ap(scores, targets))
+
+
+def _mean_ap(ap: np.ndarray) -> float:
+    """Mean of per-class AP (NaN: no positive) in percent; NaN when no class has one."""
     if np.all(np.isnan(ap)):
         return float("nan")
     return float(np.nanmean(ap) * 100.0)
@@ -105,9 +109,8 @@ def f1_optimal_thresholds(
     positive and the next lower score, so it generalises better than the score itself.
 
     `floor` bounds thresholds from below. With only a few validation positives, the F1-optimal
-    threshold is often near 0 and then fires on most images: on OpenClipart-ML (2-fold CV
-    within validation) a floor of 0.1 kept class-averaged F1 at 43.0 (45.4 without) and raised
-    pooled F1 from 32.1 to 57.9."""
+    threshold is often near 0 and then fires on most images; what a floor of 0.1 changes is
+    measured in benchmarks/RESULTS.md#the-threshold-floor."""
     s, t = _check(scores, targets)
     out = np.full(s.shape[1], default, dtype=np.float64)
     for c in range(s.shape[1]):
@@ -160,7 +163,7 @@ def evaluate_scores(
     ap = per_class_ap(scores, targets)
     at_thr = None if thresholds is None else threshold_metrics(scores, targets, thresholds)
     return Evaluation(
-        mAP=float(np.nanmean(ap) * 100) if not np.all(np.isnan(ap)) else float("nan"),
+        mAP=_mean_ap(ap),
         per_class_ap=ap,
         at_05=threshold_metrics(scores, targets, 0.5),
         at_thresholds=at_thr,

@@ -1,4 +1,5 @@
-"""Optimisers, SAM, the OneCycle schedule and the weights' EMA (method.md §4)."""
+"""Optimisers, SAM, the OneCycle schedule and the weights' EMA
+(docs/method.md#training-recipe)."""
 
 from __future__ import annotations
 

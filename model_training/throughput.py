@@ -9,9 +9,8 @@ machine affects all of them alike.
 
     python -m model_training.throughput --backbone resnet18 --batch-size 32 --image-size 224
 
-Measured on the shared 2-core CPU box (resnet18, batch 16, 64 px, 1 thread, 7 rounds):
-ours 0.98-1.03x plain, ours+EMA 0.98-1.00x plain (CPU-time and wall clock); SAM does two
-forward/backward passes per step by design (about 0.5x).
+SAM does two forward/backward passes per step by design. Measured results:
+benchmarks/RESULTS.md#trainer-overhead.
 """
 
 from __future__ import annotations
@@ -111,7 +110,7 @@ def compare(
     `cpu_clock=True` divides by this process's CPU time instead of wall time: on a CPU shared
     with other jobs that measures the work each variant does, not who got the cores."""
     clock = time.process_time if cpu_clock else time.perf_counter
-    from .trainer import resolve_device
+    from .distributed import resolve_device
 
     dev = resolve_device(device)
     use_amp = amp and dev.type == "cuda"

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 
 from ..config import DataConfig
+from ..stratify import stratified_holdout
 from .dataset import MultilabelDataset
 from .readers import DataError, LabelledSet, read_coco, read_csv, read_jsonl, read_voc
-from .split import stratified_holdout
 
 
 @dataclass

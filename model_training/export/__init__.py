@@ -15,6 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..rundir import TrainedRun, load_run
+    from .errors import ExportError
     from .evaluate import evaluate_artifact
     from .exporter import FP32_TOLERANCE, build_manifest, check_onnx, export_run, parity
     from .graph import (
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
         freeze_for_export,
         preprocessing_for_input,
     )
-    from .run import ExportError, TrainedRun, load_run
 
 _WHERE = {
     "evaluate_artifact": ".evaluate",
@@ -38,9 +39,9 @@ _WHERE = {
     "ExportGraph": ".graph",
     "freeze_for_export": ".graph",
     "preprocessing_for_input": ".graph",
-    "ExportError": ".run",
-    "TrainedRun": ".run",
-    "load_run": ".run",
+    "ExportError": ".errors",
+    "TrainedRun": "..rundir",
+    "load_run": "..rundir",
 }
 
 __all__ = [

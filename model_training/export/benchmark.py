@@ -154,27 +154,6 @@ def run(
     return results
 
 
-def gcn_vs_linear(
-    backbone: str = "efficientnet_lite0",
-    size: int = 224,
-    labels: int = 80,
-    threads: int = 2,
-    repeats: int = 11,
-    batch: int = 16,
-) -> float:
-    """ORT time of the exported GCN model / the linear-head model, same backbone and input."""
-    torch.set_num_threads(threads)
-    x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    with tempfile.TemporaryDirectory() as tmp:
-        sess = {}
-        for head in ("linear", "gcn"):
-            model, base = _model(backbone, head, size, labels)
-            _export(model, base, "uint8-nhwc", Path(tmp) / f"{head}.onnx", labels)
-            sess[head] = _session(Path(tmp) / f"{head}.onnx", threads)
-        t = _interleaved({h: _runner(s, x) for h, s in sess.items()}, repeats)
-    return t["gcn"] / t["linear"]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbone", default="efficientnet_lite0")

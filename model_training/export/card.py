@@ -3,13 +3,26 @@ use it. Generated from the run directory and the manifest, so it cannot disagree
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mltag_artifact import Manifest
 
-from .run import TrainedRun, short_name
+from ..config import Config
+from ..rundir import TrainedRun
 
 _METRIC_COLUMNS = ("mAP", "CF1@0.5", "OF1@0.5", "CF1@thr", "OF1@thr")
+
+
+def short_name(path: str | Path) -> str:
+    """`<folder>/<file>`: names data without leaking the machine's absolute paths."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def dataset_name(cfg: Config) -> str:
+    """A short, path-free name for the training data."""
+    return short_name(cfg.data.train)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -27,19 +40,26 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def render_model_card(run: TrainedRun, manifest: Manifest) -> str:
-    cfg = run.config
+    out: list[str] = [f"# {manifest.name} {manifest.version}", "", manifest.description, ""]
+    out += _model_section(manifest)
+    out += _data_section(run, manifest)
+    out += _recipe_section(run, manifest)
+    out += _metrics_section(manifest)
+    out += _labels_section(run, manifest)
+    out += _verification_and_use(manifest)
+    return "\n".join(out)
+
+
+def _model_section(manifest: Manifest) -> list[str]:
     arch = manifest.architecture
     prep = manifest.preprocessing
     details = arch.details
     export = details.get("export", {})
-    selected = run.selected
-    out: list[str] = [f"# {manifest.name} {manifest.version}", "", manifest.description, ""]
-
-    out += ["## Model", ""]
     input_text = (
         f"{prep.height}×{prep.width} {prep.channel_order}, {prep.input_dtype} {prep.layout}"
         + (" (raw 0..255 pixels; normalised inside the graph)" if prep.normalize_in_graph else "")
     )
+    out = ["## Model", ""]
     out += [
         f"- Backbone: `{arch.backbone}` (timm); head: `{arch.head}`; loss: `{arch.loss}`.",
         f"- Output: per-label probabilities (B, {len(manifest.labels)}) = "
@@ -61,8 +81,12 @@ def render_model_card(run: TrainedRun, manifest: Manifest) -> str:
             "graph, so the head costs about as much as a linear one."
         )
     out.append("")
+    return out
 
-    out += ["## Data", ""]
+
+def _data_section(run: TrainedRun, manifest: Manifest) -> list[str]:
+    cfg = run.config
+    details = manifest.architecture.details
     n_val = run.final.get("val", {}).get("num_images")
     n_test = run.final.get("test", {}).get("num_images")
     if cfg.data.val:
@@ -77,7 +101,9 @@ def render_model_card(run: TrainedRun, manifest: Manifest) -> str:
         )
     else:
         test_text = "none given: no untouched test measurement exists."
-    out += [
+    return [
+        "## Data",
+        "",
         f"- Training annotations: `{details.get('data', {}).get('dataset', cfg.data.train)}` "
         f"({cfg.data.format} format), {len(manifest.labels)} labels.",
         f"- Validation: {val_text} (checkpoint selection, early stopping, threshold calibration).",
@@ -86,10 +112,16 @@ def render_model_card(run: TrainedRun, manifest: Manifest) -> str:
         "",
     ]
 
+
+def _recipe_section(run: TrainedRun, manifest: Manifest) -> list[str]:
+    cfg = run.config
+    details = manifest.architecture.details
+    selected = run.selected
     opt = cfg.optim
     aug = cfg.data.augment
-    out += ["## Training recipe", ""]
-    out += [
+    return [
+        "## Training recipe",
+        "",
         f"- Pretrained: {cfg.model.pretrained}; input {cfg.data.image_size}px (resize, no crop).",
         f"- Loss `{cfg.loss.name}` ({cfg.loss.reduction}): {details.get('loss_params', {})}.",
         f"- Optimiser: {opt.name}{' + SAM (rho ' + str(opt.sam_rho) + ')' if opt.sam else ''}, "
@@ -108,7 +140,10 @@ def render_model_card(run: TrainedRun, manifest: Manifest) -> str:
         "",
     ]
 
-    out += ["## Metrics", "", "Percent. `@thr` uses the calibrated per-label thresholds.", ""]
+
+def _metrics_section(manifest: Manifest) -> list[str]:
+    export = manifest.architecture.details.get("export", {})
+    out = ["## Metrics", "", "Percent. `@thr` uses the calibrated per-label thresholds.", ""]
     rows = []
     for ev in manifest.evaluation:
         rows.append(
@@ -132,8 +167,10 @@ def render_model_card(run: TrainedRun, manifest: Manifest) -> str:
             ),
             "",
         ]
+    return out
 
-    out += ["## Per-label AP and thresholds", ""]
+
+def _labels_section(run: TrainedRun, manifest: Manifest) -> list[str]:
     by_label = {r.get("label"): r for r in run.per_class}
     label_rows = []
     for label, thr in zip(manifest.labels, manifest.thresholds, strict=True):
@@ -145,17 +182,24 @@ def render_model_card(run: TrainedRun, manifest: Manifest) -> str:
             _fmt(r.get("test_AP")),
             f"{thr:.4f}",
         ])  # fmt: skip
-    out += [
+    return [
+        "## Per-label AP and thresholds",
+        "",
         _table(["label", "train positives", "val AP", "test AP", "threshold"], label_rows),
         "",
-        "Thresholds: " + str(details.get("thresholds")) + " — F1-optimal per label on the "
-        "validation split. Override per request with `thresholds` / `min_score`.",
+        "Thresholds: " + str(manifest.architecture.details.get("thresholds")) + " — F1-optimal "
+        "per label on the validation split. Override per request with `thresholds` / "
+        "`min_score`.",
         "",
     ]
 
+
+def _verification_and_use(manifest: Manifest) -> list[str]:
+    export = manifest.architecture.details.get("export", {})
     parity = export.get("parity", {})
-    out += ["## Export verification", ""]
-    out += [
+    return [
+        "## Export verification",
+        "",
         "- `onnx.checker` (full); artifact hash and the service's model checks passed.",
         f"- ONNX Runtime vs PyTorch on {parity.get('images', '?')} validation images through "
         f"the service's preprocessing: max |Δprobability| = {parity.get('max_abs_diff', 0):.2e} "
@@ -178,4 +222,3 @@ def render_model_card(run: TrainedRun, manifest: Manifest) -> str:
         "- Not for decisions about people, safety or anything with legal effect.",
         "",
     ]
-    return "\n".join(out)

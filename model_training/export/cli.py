@@ -83,7 +83,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
 def export_command(args: argparse.Namespace) -> int:
     """Handler of `mltag-train export`."""
     _log_to_stderr()
-    from .run import ExportError
+    from .errors import ExportError
 
     try:
         from .exporter import export_run
@@ -125,22 +125,12 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_artifact_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--artifact` for an `evaluate` parser that already has --data/--format/--images-root/
-    --batch-size/--output (as `mltag-train evaluate` does)."""
-    parser.add_argument(
-        "--artifact",
-        help="evaluate an exported artifact with ONNX Runtime through the service's own "
-        "preprocessing (instead of --run)",
-    )
-
-
 def evaluate_artifact_command(args: argparse.Namespace) -> int:
     """Handler of `mltag-train evaluate --artifact DIR --data FILE`: prints the summary, writes
     the full result (per-label AP included) to `--output` when given. Reads `artifact`, `data`
     and, when present, `format`, `images_root`, `batch_size`, `output` from `args`."""
     from ..data import DataError
-    from .run import ExportError
+    from .errors import ExportError
 
     try:
         from .evaluate import evaluate_artifact

@@ -15,7 +15,7 @@ from mltag_artifact import ArtifactError, load_artifact
 from ..config import DataConfig
 from ..data import read_annotations
 from ..metrics import evaluate_scores
-from .run import ExportError
+from .errors import ExportError
 from .scoring import open_runner, runner_scores
 
 _FORMAT_BY_SUFFIX = {".json": "coco", ".csv": "csv", ".jsonl": "jsonl", ".txt": "voc"}

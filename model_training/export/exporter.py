@@ -18,7 +18,8 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,13 @@ from mltag_artifact import (
     write_artifact,
 )
 
+from ..data import LabelledSet
 from ..data.transforms import preprocessing_for
 from ..metrics import evaluate_scores
 from ..models.classifier import head_params
-from .card import render_model_card
+from ..rundir import RunDirError, TrainedRun, load_run
+from .card import dataset_name, render_model_card, short_name
+from .errors import ExportError
 from .graph import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -51,15 +55,6 @@ from .graph import (
     preprocessing_for_input,
 )
 from .quantize import quantize_static_qdq
-from .run import (
-    ExportError,
-    TrainedRun,
-    calibration_images,
-    dataset_name,
-    load_run,
-    short_name,
-    validation_set,
-)
 from .scoring import open_runner, runner_scores, sample_batches
 
 log = logging.getLogger("mltag.export")
@@ -73,6 +68,19 @@ class Int8Options:
     calib_images: int = 128
     max_drop: float = 1.0  # mAP points (0-100 scale) the int8 model may lose on validation
     allow_drop: bool = False  # True: export anyway and warn loudly
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to export: `export_run`'s choices, resolved against the run's config."""
+
+    opset: int
+    input_format: InputFormat
+    verify_images: int
+    tolerance: float
+    name: str | None
+    version: str | None
+    int8: Int8Options | None
 
 
 def export_run(
@@ -96,94 +104,109 @@ def export_run(
 
     - `opset`: ONNX opset (default: the run config's `export.opset`, 17).
     - `input_format`: `uint8-nhwc` (default: raw pixels in, normalised inside the graph) or
-      `float32-nchw` (normalised by the client). Measured with `benchmark.py` (Lite0 @224,
-      ORT, 2 threads, resized image -> probabilities): float32-in took 6% (batch 1) to 10%
-      (batch 16) longer per image; numpy's float normalisation alone is ~1.8 ms/image against
-      ~0.15 ms for the uint8 array, and the in-graph multiply-add costs less than that.
+      `float32-nchw` (normalised by the client). uint8 is the faster one end to end: see
+      benchmarks/RESULTS.md#uint8-input-normalised-in-the-graph.
     - `int8`: write the static-QDQ int8 model instead of fp32, calibrated on `calib_images`
       images (from the training split, or `calib_data`); refuses when its validation mAP is
       more than `max_int8_drop` points below fp32's, unless `allow_int8_drop` (then warns).
     - `val_data`: annotation file to verify on instead of the run's validation split.
     - `verify_images`: validation images used for the ORT-vs-PyTorch parity check.
     """
-    run = load_run(run_dir)
+    with _run_dir_problems_as_export_errors():
+        run = load_run(run_dir)
     cfg = run.config
     output = Path(output_dir)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise ExportError(f"{output} exists and is not empty; pass overwrite=True (--force)")
-    opset = opset or cfg.export.opset
     if cfg.export.thresholds == "calibrated" and run.thresholds is None:
         raise ExportError(
             f"{run.directory} has no thresholds.json (unfinished run?); calibrated thresholds "
             "come from the validation split at the end of training (or set "
             "export.thresholds=fixed in the run config for 0.5 everywhere)"
         )
-    val = validation_set(run, val_data)
-    base_prep = preprocessing_for(cfg.data)
-    prep = preprocessing_for_input(base_prep, input_format)
-    graph = ExportGraph(run.model, prep)
-    gmacs = count_gmacs(graph, prep)
+    int8_opts = Int8Options(calib_data, calib_images, max_int8_drop, allow_int8_drop)
+    plan = _Plan(opset or cfg.export.opset, input_format, verify_images, tolerance, name,
+                 version, int8_opts if int8 else None)  # fmt: skip
+    with _run_dir_problems_as_export_errors():
+        val = run.validation_set(val_data)
     output.parent.mkdir(parents=True, exist_ok=True)
-
     with tempfile.TemporaryDirectory(prefix=".mltag-export-", dir=output.parent) as tmp:
-        work = Path(tmp)
-        fp32_onnx = work / "fp32.onnx"
-        t0 = time.perf_counter()
-        try:
-            export_onnx(graph, prep, str(fp32_onnx), len(run.labels), opset)
-        except Exception as e:  # tracer/exporter errors: name the model and the opset
-            raise ExportError(
-                f"torch.onnx.export failed for {cfg.model.backbone} + {cfg.model.head} at "
-                f"opset {opset}: {type(e).__name__}: {e}"
-            ) from e
-        check_onnx(fp32_onnx, len(run.labels))
-        log.info("traced and checked %s in %.1fs", fp32_onnx.name, time.perf_counter() - t0)
-
-        manifest = build_manifest(run, prep, opset, graph, gmacs, name, version)
-        staged = write_artifact(work / "fp32", manifest, fp32_onnx, None)
-        fp32_artifact, fp32_runner = _open_verified(staged.directory)
-        paths = val.images[: max(1, verify_images)]
-        diff = parity(run, fp32_runner, paths, tolerance)
-        log.info("parity: max |ORT - PyTorch| = %.3g on %d validation images", diff, len(paths))
-        export_facts: dict[str, Any] = {
-            "parity": {
-                "max_abs_diff": diff,
-                "tolerance": tolerance,
-                "images": len(paths),
-                "against": "PyTorch, selected checkpoint, same decoded pixels",
-            },
-            "input_format": input_format,
-            "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
-        }
-        extra_evals: list[Evaluation] = []
-        final_dir, final_onnx = staged.directory, staged.onnx_path
-        if int8:
-            opts = Int8Options(calib_data, calib_images, max_int8_drop, allow_int8_drop)
-            int8_dir, facts, evaluation = _quantize(run, val, prep, fp32_artifact, work, opts)
-            export_facts["int8"] = facts
-            extra_evals.append(evaluation)
-            final_dir = int8_dir
-            final_onnx = int8_dir / manifest.onnx.file
-
-        details = {**manifest.architecture.details, "export": export_facts}
-        manifest = manifest.model_copy(
-            update={
-                "architecture": manifest.architecture.model_copy(update={"details": details}),
-                "evaluation": [*manifest.evaluation, *extra_evals],
-            }
-        )
-        card = render_model_card(run, manifest)
-        write_artifact(final_dir, manifest, final_onnx, card)
-        _open_verified(final_dir)  # exactly what ships: hash, names, dtype, labels, warm-up
+        built = _build_verified(run, val, plan, Path(tmp))
         if output.exists():
             shutil.rmtree(output)
-        os.replace(final_dir, output)
+        os.replace(built, output)
     try:
         artifact = load_artifact(output)
     except ArtifactError as e:  # pragma: no cover - verified a moment ago in the same place
         raise ExportError(f"the written artifact does not load: {e}") from e
-    log.info("wrote %s (%s, opset %d)", output, "int8" if int8 else "fp32", opset)
+    log.info("wrote %s (%s, opset %d)", output, "int8" if int8 else "fp32", plan.opset)
     return artifact
+
+
+@contextmanager
+def _run_dir_problems_as_export_errors() -> Iterator[None]:
+    """A run directory (or the data it names) that cannot be read is an export failure."""
+    try:
+        yield
+    except RunDirError as e:
+        raise ExportError(str(e)) from None
+
+
+def _build_verified(run: TrainedRun, val: LabelledSet, plan: _Plan, work: Path) -> Path:
+    """Trace, check, stage and verify the artifact inside `work`; returns its directory."""
+    prep = preprocessing_for_input(preprocessing_for(run.config.data), plan.input_format)
+    graph = ExportGraph(run.model, prep)
+    gmacs = count_gmacs(graph, prep)
+    fp32_onnx = work / "fp32.onnx"
+    _trace(run, graph, prep, fp32_onnx, plan.opset)
+    manifest = build_manifest(run, prep, plan.opset, graph, gmacs, plan.name, plan.version)
+    staged = write_artifact(work / "fp32", manifest, fp32_onnx, None)
+    fp32_artifact, fp32_runner = _open_verified(staged.directory)
+    paths = val.images[: max(1, plan.verify_images)]
+    diff = parity(run, fp32_runner, paths, plan.tolerance)
+    log.info("parity: max |ORT - PyTorch| = %.3g on %d validation images", diff, len(paths))
+    export_facts: dict[str, Any] = {
+        "parity": {
+            "max_abs_diff": diff,
+            "tolerance": plan.tolerance,
+            "images": len(paths),
+            "against": "PyTorch, selected checkpoint, same decoded pixels",
+        },
+        "input_format": plan.input_format,
+        "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
+    }
+    extra_evals: list[Evaluation] = []
+    final_dir, final_onnx = staged.directory, staged.onnx_path
+    if plan.int8 is not None:
+        int8_dir, facts, evaluation = _quantize(run, val, prep, fp32_artifact, work, plan.int8)
+        export_facts["int8"] = facts
+        extra_evals.append(evaluation)
+        final_dir = int8_dir
+        final_onnx = int8_dir / manifest.onnx.file
+    details = {**manifest.architecture.details, "export": export_facts}
+    manifest = manifest.model_copy(
+        update={
+            "architecture": manifest.architecture.model_copy(update={"details": details}),
+            "evaluation": [*manifest.evaluation, *extra_evals],
+        }
+    )
+    write_artifact(final_dir, manifest, final_onnx, render_model_card(run, manifest))
+    _open_verified(final_dir)  # exactly what ships: hash, names, dtype, labels, warm-up
+    return final_dir
+
+
+def _trace(run: TrainedRun, graph: ExportGraph, prep: Any, path: Path, opset: int) -> None:
+    t0 = time.perf_counter()
+    try:
+        export_onnx(graph, prep, str(path), len(run.labels), opset)
+    except Exception as e:  # tracer/exporter errors: name the model and the opset
+        cfg = run.config
+        raise ExportError(
+            f"torch.onnx.export failed for {cfg.model.backbone} + {cfg.model.head} at "
+            f"opset {opset}: {type(e).__name__}: {e}"
+        ) from e
+    check_onnx(path, len(run.labels))
+    log.info("traced and checked %s in %.1fs", path.name, time.perf_counter() - t0)
 
 
 def check_onnx(path: Path, num_labels: int) -> None:
@@ -250,13 +273,16 @@ def parity(run: TrainedRun, runner: Any, paths: Sequence[Path], tolerance: float
 
 def _quantize(
     run: TrainedRun,
-    val: Any,
+    val: LabelledSet,
     prep: Any,
     fp32_artifact: Artifact,
     work: Path,
     opts: Int8Options,
 ) -> tuple[Path, dict[str, Any], Evaluation]:
-    calib = calibration_images(run, opts.calib_data, opts.calib_images, run.config.train.seed)
+    """The int8 artifact staged in `work`, its facts for the manifest and its validation
+    evaluation; raises (or, when allowed, warns) when it loses too much mAP."""
+    with _run_dir_problems_as_export_errors():
+        calib = run.calibration_images(opts.calib_data, opts.calib_images, run.config.train.seed)
     int8_onnx = work / "int8.onnx"
     t0 = time.perf_counter()
     quantize_static_qdq(
@@ -288,21 +314,7 @@ def _quantize(
     }
     log.info("int8: val mAP %.2f vs fp32 %.2f (drop %.2f points), %.2fx the fp32 speed",
              int8_map, fp32_map, drop, speed)  # fmt: skip
-    if not math.isfinite(drop) or drop > opts.max_drop:
-        message = (
-            f"int8 model loses {drop:.2f} mAP points on validation ({int8_map:.2f} vs fp32 "
-            f"{fp32_map:.2f}), more than the allowed {opts.max_drop:.2f}"
-        )
-        if not opts.allow_drop:
-            raise ExportError(
-                message + "; export refused (use fp32, more/better calibration images, or "
-                "--allow-int8-drop to export it anyway)"
-            )
-        facts["drop_exceeds_bound"] = True
-        banner = "!" * 78
-        log.warning("%s\nWARNING: %s; exporting anyway (--allow-int8-drop)\n%s",
-                    banner, message, banner)  # fmt: skip
-        warnings.warn(message + "; exported anyway (allow_int8_drop)", stacklevel=3)
+    _check_int8_drop(facts, opts)
     evaluation = Evaluation(
         dataset=dataset_name(run.config),
         split="val",
@@ -312,6 +324,29 @@ def _quantize(
         "preprocessing (the service's)",
     )
     return int8_staged.directory, facts, evaluation
+
+
+def _check_int8_drop(facts: dict[str, Any], opts: Int8Options) -> None:
+    """Refuse an int8 model that loses more than `opts.max_drop` validation mAP points, or
+    with `opts.allow_drop` mark it in `facts` and warn loudly."""
+    drop, int8_map, fp32_map = facts["val_mAP_drop"], facts["val_mAP_int8"], facts["val_mAP_fp32"]
+    if math.isfinite(drop) and drop <= opts.max_drop:
+        return
+    message = (
+        f"int8 model loses {drop:.2f} mAP points on validation ({int8_map:.2f} vs fp32 "
+        f"{fp32_map:.2f}), more than the allowed {opts.max_drop:.2f}"
+    )
+    if not opts.allow_drop:
+        raise ExportError(
+            message + "; export refused (use fp32, more/better calibration images, or "
+            "--allow-int8-drop to export it anyway)"
+        )
+    facts["drop_exceeds_bound"] = True
+    banner = "!" * 78
+    log.warning("%s\nWARNING: %s; exporting anyway (--allow-int8-drop)\n%s",
+                banner, message, banner)  # fmt: skip
+    # stacklevel: this function, _quantize, _build_verified, export_run, export_run's caller
+    warnings.warn(message + "; exported anyway (allow_int8_drop)", stacklevel=5)
 
 
 def _speedup(fp32_runner: Any, int8_runner: Any, batch: int = 8, repeats: int = 3) -> float:
@@ -350,7 +385,40 @@ def build_manifest(
         thresholds = [float(min(max(t, 0.0), 1.0)) for t in run.thresholds]
     else:
         thresholds = [0.5] * len(labels)
-    data_name = dataset_name(cfg)
+    cosine = bool(run.model.cosine)
+    return Manifest(
+        name=name or cfg.export.name,
+        version=version or cfg.export.version,
+        description=(
+            f"{cfg.model.backbone} + {cfg.model.head} head ({'cosine' if cosine else 'logit'} "
+            f"output), {cfg.loss.name} loss, {cfg.data.image_size}px, trained on "
+            f"{dataset_name(cfg)}."
+        ),
+        labels=labels,
+        thresholds=thresholds,
+        preprocessing=prep,
+        onnx=OnnxModel(
+            file="model.onnx",
+            sha256="0" * 64,  # filled in by write_artifact
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            opset=opset,
+        ),
+        architecture=Architecture(
+            backbone=cfg.model.backbone,
+            head=cfg.model.head,
+            loss=cfg.loss.name,
+            num_params=sum(p.numel() for p in graph.parameters()),
+            gmacs=round(gmacs, 4) if gmacs is not None else None,
+            details=_details(run),
+        ),
+        evaluation=_training_evaluations(run),
+    )
+
+
+def _training_evaluations(run: TrainedRun) -> list[Evaluation]:
+    """The PyTorch evaluations training recorded (metrics.json "final"): val, and test."""
+    cfg = run.config
     evaluations = []
     for split, note in (
         ("val", "PyTorch, selected checkpoint; @thr metrics are optimistic on val (the "
@@ -371,10 +439,16 @@ def build_manifest(
                     notes=note,
                 )
             )
+    return evaluations
+
+
+def _details(run: TrainedRun) -> dict[str, Any]:
+    """The manifest's `architecture.details`: score semantics, hyper-parameters, data."""
+    cfg = run.config
     model = run.model
     cosine = bool(model.cosine)
     loss_params = getattr(cfg.loss, cfg.loss.name, None)
-    details: dict[str, Any] = {
+    return {
         "cosine": cosine,
         "score": "sigmoid(s * cosine)" if cosine else "sigmoid(logit)",
         "score_scale": float(model.score_scale),  # type: ignore[arg-type]
@@ -384,7 +458,7 @@ def build_manifest(
         "trained_params": sum(p.numel() for p in model.parameters()),
         "image_size": cfg.data.image_size,
         "data": {
-            "dataset": data_name,
+            "dataset": dataset_name(cfg),
             "format": cfg.data.format,
             "label_sep": cfg.data.label_sep,
             "empty_labels": cfg.data.empty_labels,
@@ -394,30 +468,3 @@ def build_manifest(
         if run.thresholds is not None
         else "fixed (no calibration)",
     }
-    return Manifest(
-        name=name or cfg.export.name,
-        version=version or cfg.export.version,
-        description=(
-            f"{cfg.model.backbone} + {cfg.model.head} head ({'cosine' if cosine else 'logit'} "
-            f"output), {cfg.loss.name} loss, {cfg.data.image_size}px, trained on {data_name}."
-        ),
-        labels=labels,
-        thresholds=thresholds,
-        preprocessing=prep,
-        onnx=OnnxModel(
-            file="model.onnx",
-            sha256="0" * 64,  # filled in by write_artifact
-            input_name=INPUT_NAME,
-            output_name=OUTPUT_NAME,
-            opset=opset,
-        ),
-        architecture=Architecture(
-            backbone=cfg.model.backbone,
-            head=cfg.model.head,
-            loss=cfg.loss.name,
-            num_params=sum(p.numel() for p in graph.parameters()),
-            gmacs=round(gmacs, 4) if gmacs is not None else None,
-            details=details,
-        ),
-        evaluation=evaluations,
-    )

@@ -1,8 +1,9 @@
 """The module that gets traced: input adapter (uint8 NHWC or float32 NCHW) -> classifier ->
 probabilities, with the GCN head's image-independent attention frozen to a constant.
 
-Score semantics (method.md §2): the graph ends in σ(s·cos) for cosine heads and σ(logit)
-otherwise, through `MultilabelClassifier.scores`, so the scale is inside the graph.
+Score semantics (docs/method.md#scores-at-inference): the graph ends in σ(s·cos) for cosine
+heads and σ(logit) otherwise, through `MultilabelClassifier.scores`, so the scale is inside the
+graph.
 """
 
 from __future__ import annotations

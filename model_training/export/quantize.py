@@ -1,6 +1,6 @@
-"""int8 static QDQ quantisation with ONNX Runtime (perf-notes.md: static QDQ is 1.7-3.5x faster
-than fp32 on CPU for convolutional backbones; dynamic quantisation is many times slower for
-convolutions, so it is not offered)."""
+"""int8 static QDQ quantisation with ONNX Runtime. Static QDQ speeds up convolutional
+backbones on CPU; dynamic quantisation slows convolutions down, so it is not offered (see
+benchmarks/RESULTS.md#int8-static-qdq)."""
 
 from __future__ import annotations
 
@@ -29,25 +29,11 @@ def quantize_static_qdq(
     is multiplied by the AAM scale (s≈23) before the sigmoid, so uint8 steps of 2/255 on cosines
     would become logit steps of ~0.2; the head is a negligible share of the cost anyway. The
     stem (first convolution and its activation) stays float too: quantising the normalised
-    image and the stem cost 2.4 val mAP on a colour-tagging Lite0, keeping it float cost
-    nothing (measured), for ~3% of the MACs.
+    image and the stem cost validation mAP, keeping it float cost nothing, for a small share
+    of the MACs (benchmarks/RESULTS.md#int8-static-qdq).
     """
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self, batches: Iterable[np.ndarray]) -> None:
-            self._it: Iterator[np.ndarray] = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self._it, None)
-            return None if batch is None else {input_name: batch}
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     source = fp32_path
     prepared = int8_path.with_name(int8_path.stem + ".pre.onnx")
@@ -60,6 +46,36 @@ def quantize_static_qdq(
     except Exception as e:  # pre-processing only improves placement; the model still works
         log.warning("quantisation pre-processing skipped (%s: %s)", type(e).__name__, e)
     graph = onnx.load(str(source), load_external_data=False).graph
+    quantize_static(
+        str(source),
+        str(int8_path),
+        _calibration_reader(calibration, input_name),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=sorted(_float_nodes(graph, quantize_scope)),
+    )
+    prepared.unlink(missing_ok=True)
+
+
+def _calibration_reader(batches: Iterable[np.ndarray], input_name: str) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it: Iterator[np.ndarray] = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._it, None)
+            return None if batch is None else {input_name: batch}
+
+    return Reader()
+
+
+def _float_nodes(graph: Any, quantize_scope: str | None) -> set[str]:
+    """The nodes that stay float: the stem, and everything outside `quantize_scope`."""
     exclude = set(stem_nodes(graph))
     if quantize_scope is not None:
         outside = {n.name for n in graph.node if quantize_scope not in n.name}
@@ -67,18 +83,7 @@ def quantize_static_qdq(
             exclude |= outside
         else:  # names without module paths (another exporter): quantise all but the stem
             log.warning("no node name contains %r; quantising the whole graph", quantize_scope)
-    quantize_static(
-        str(source),
-        str(int8_path),
-        _Reader(calibration),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=sorted(exclude),
-    )
-    prepared.unlink(missing_ok=True)
+    return exclude
 
 
 _COMPUTE_OPS = {"Conv", "MatMul", "Gemm", "GlobalAveragePool", "ReduceMean", "AveragePool",

@@ -1,4 +1,5 @@
-"""Asymmetric Angular Margin loss (Prokofiev & Sovrasov, arXiv 2209.06585, method.md §2)."""
+"""Asymmetric Angular Margin loss (Prokofiev & Sovrasov, arXiv 2209.06585;
+docs/method.md#aam-asymmetric-angular-margin)."""
 
 from __future__ import annotations
 

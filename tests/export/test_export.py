@@ -4,7 +4,6 @@ int8; corrupted artifacts; evaluate_artifact against the PyTorch evaluation; the
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -27,14 +26,10 @@ from model_training.export import (
     export_run,
     load_run,
 )
-from model_training.export.cli import (
-    add_artifact_evaluate_arguments,
-    add_export_parser,
-    evaluate_artifact_command,
-)
 from model_training.export.exporter import torch_scores
 from model_training.models.heads import GCNHead
-from model_training.trainer import evaluate_run, load_trained
+from model_training.rundir import load_trained
+from model_training.trainer import evaluate_run
 
 from .conftest import RunFactory, copy_run
 
@@ -346,21 +341,9 @@ def test_evaluate_artifact_matches_pytorch(
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mltag-train")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_export_parser(sub)
-    ev = sub.add_parser("evaluate")  # as model_training/cli.py declares it
-    ev.add_argument("--run")
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--format", choices=["coco", "voc", "csv", "jsonl"])
-    ev.add_argument("--images-root")
-    ev.add_argument("--batch-size", type=int)
-    ev.add_argument("--output")
-    add_artifact_evaluate_arguments(ev)
-    ev.set_defaults(func=evaluate_artifact_command)
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    from model_training.cli import main
+
+    return main(argv)
 
 
 def test_cli_export_and_evaluate(

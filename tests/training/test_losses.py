@@ -48,7 +48,7 @@ def test_asl_against_numpy() -> None:
 
 
 def _aam_numpy(cos, y, s, m, k, gp, gn, clip):  # type: ignore[no-untyped-def]
-    # Direct evaluation of method.md §2, float64.
+    # Direct evaluation of the formula in docs/method.md#aam-asymmetric-angular-margin, float64.
     p_pos = _np_sigmoid(s * (cos - m))
     p_neg = _np_sigmoid(-s * (cos + m))
     if gp > 0 or gn > 0:

@@ -1,4 +1,4 @@
-"""`gcn`: the paper's graph branch over label co-occurrence (method.md §3).
+"""`gcn`: the paper's graph branch over label co-occurrence (docs/method.md#gcn-branch).
 
 Label embeddings E (C, d) and the normalised adjacency Â (C, C) are buffers, so the model keeps
 one input and the graph travels with the weights. Two graph convolutions (d -> H -> D, LeakyReLU

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from model_training.datasets.jsonl import SPLITS, read_jsonl, read_labels
-from model_training.datasets.openclipart import (
+from model_training.dataset_builders.jsonl import SPLITS, read_jsonl, read_labels
+from model_training.dataset_builders.openclipart import (
     OpenClipartConfig,
     build_openclipart,
     scan_tree,

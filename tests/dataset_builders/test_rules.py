@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_training.datasets import labels as rules
-from model_training.datasets.imaging import (
+from model_training.dataset_builders import labels as rules
+from model_training.dataset_builders.imaging import (
     TooLargeError,
     fit_within,
     load_rgba,
     on_background,
 )
-from model_training.datasets.split import stratified_group_split
-from model_training.datasets.svgmeta import read_svg_metadata
+from model_training.dataset_builders.svgmeta import read_svg_metadata
+from model_training.stratify import stratified_group_split
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_singular_only_when_singular_is_known() -> None:
 
 
 def test_svg_metadata(tmp_path: Path) -> None:
-    from tests.datasets.conftest import SVG_TEMPLATE
+    from tests.dataset_builders.conftest import SVG_TEMPLATE
 
     path = tmp_path / "a.svg"
     items = "<rdf:li>dog</rdf:li><rdf:li></rdf:li><rdf:li>Mammals</rdf:li>"
@@ -195,7 +195,7 @@ def test_split_rejects_bad_input() -> None:
 def test_debian_version_from_unpacked_changelog(tmp_path: Path) -> None:
     import gzip
 
-    from model_training.datasets.openclipart import debian_version
+    from model_training.dataset_builders.openclipart import debian_version
 
     root = tmp_path / "usr" / "share" / "openclipart"
     doc = tmp_path / "usr" / "share" / "doc" / "openclipart-png"

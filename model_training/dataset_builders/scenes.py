@@ -17,7 +17,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -164,45 +164,62 @@ def compose_scene(
             break
         with Image.open(obj.path) as handle:
             source = handle.convert("RGBA")
-        scale = rng.uniform(*config.scale)
-        resized = Image.new("RGBA", (0, 0))
-        mask = np.zeros((0, 0), dtype=bool)
-        for _attempt in range(24):
-            side = max(8, round(size * scale))
-            ratio = side / max(source.size)
-            w, h = max(1, round(source.width * ratio)), max(1, round(source.height * ratio))
-            margin_x, margin_y = round(w * config.max_offcanvas), round(h * config.max_offcanvas)
-            x = int(rng.integers(-margin_x, max(-margin_x + 1, size - w + margin_x + 1)))
-            y = int(rng.integers(-margin_y, max(-margin_y + 1, size - h + margin_y + 1)))
-            if resized.size != (w, h):
-                resized = source.resize((w, h), Image.Resampling.LANCZOS)
-                mask = np.asarray(resized.getchannel("A")) >= VISIBLE_ALPHA  # (h, w)
-            area = int(mask.sum())
-            if area == 0:
-                break
-            trial = owner.copy()
-            _stamp(trial, mask, x, y, len(placed))
-            visible = np.bincount(trial[trial >= 0].ravel(), minlength=len(placed) + 1)
-            shares = visible / np.asarray([*areas, area], dtype=np.float64)
-            if shares.min() >= config.min_visible:
-                owner = trial
-                areas.append(area)
-                _paste(canvas, resized, x, y)
-                placed.append(
-                    {
-                        "image": obj.image,
-                        "labels": list(obj.labels),
-                        "box": [x, y, w, h],
-                    }
-                )
-                break
-            if _attempt % 6 == 5:
-                scale *= 0.85
+        spot = _find_spot(source, owner, areas, config, rng)
+        if spot is None:
+            continue
+        owner, resized, x, y, area = spot
+        areas.append(area)
+        _paste(canvas, resized, x, y)
+        placed.append(
+            {
+                "image": obj.image,
+                "labels": list(obj.labels),
+                "box": [x, y, resized.width, resized.height],
+            }
+        )
     if placed:
         visible = np.bincount(owner[owner >= 0].ravel(), minlength=len(placed))
         for item, area, seen in zip(placed, areas, visible, strict=True):
             item["visible"] = round(float(seen) / area, 3)
     return canvas.convert("RGB"), placed, kind
+
+
+def _find_spot(
+    source: Image.Image,
+    owner: np.ndarray,
+    areas: list[int],
+    config: ScenesConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, Image.Image, int, int, int] | None:
+    """A random scale and position for `source` that leaves it and every object already
+    placed (`areas`, `owner`) at least `min_visible` visible: the owner map with it stamped,
+    the resized image, its top-left corner and its opaque area. None when it does not fit."""
+    size = config.canvas
+    scale = rng.uniform(*config.scale)
+    resized = Image.new("RGBA", (0, 0))
+    mask = np.zeros((0, 0), dtype=bool)
+    for attempt in range(24):
+        side = max(8, round(size * scale))
+        ratio = side / max(source.size)
+        w, h = max(1, round(source.width * ratio)), max(1, round(source.height * ratio))
+        margin_x, margin_y = round(w * config.max_offcanvas), round(h * config.max_offcanvas)
+        x = int(rng.integers(-margin_x, max(-margin_x + 1, size - w + margin_x + 1)))
+        y = int(rng.integers(-margin_y, max(-margin_y + 1, size - h + margin_y + 1)))
+        if resized.size != (w, h):
+            resized = source.resize((w, h), Image.Resampling.LANCZOS)
+            mask = np.asarray(resized.getchannel("A")) >= VISIBLE_ALPHA  # (h, w)
+        area = int(mask.sum())
+        if area == 0:
+            return None
+        trial = owner.copy()
+        _stamp(trial, mask, x, y, len(areas))
+        visible = np.bincount(trial[trial >= 0].ravel(), minlength=len(areas) + 1)
+        shares = visible / np.asarray([*areas, area], dtype=np.float64)
+        if shares.min() >= config.min_visible:
+            return trial, resized, x, y, area
+        if attempt % 6 == 5:
+            scale *= 0.85
+    return None
 
 
 def _candidates(
@@ -230,6 +247,12 @@ def _weights(pool: Sequence[SceneObject], balance: float) -> np.ndarray:
     return w / w.sum()
 
 
+@dataclass
+class _Tally:
+    objects_per_scene: Counter[int] = field(default_factory=Counter)
+    backgrounds: Counter[str] = field(default_factory=Counter)
+
+
 def build_scenes(
     source: Path,
     output: Path,
@@ -251,39 +274,16 @@ def build_scenes(
     pools = load_objects(source, set(vocabulary))
     output.mkdir(parents=True, exist_ok=True)
     split_rows: dict[str, list[list[str]]] = {}
-    placed_counts: Counter[int] = Counter()
-    backgrounds: Counter[str] = Counter()
+    tally = _Tally()
     for split_index, (name, count) in enumerate(zip(SPLITS, config.scenes, strict=True)):
-        pool = pools[name]
-        if count and len({obj.group for obj in pool}) < config.min_objects:
-            raise ValueError(f"split {name} has too few usable objects ({len(pool)})")
-        weights = _weights(pool, config.balance) if pool else np.zeros(0)
-        rows: list[dict[str, Any]] = []
-        meta: list[dict[str, Any]] = []
-        scene_labels: list[list[str]] = []
-        for index in range(count):
-            rng = np.random.default_rng([config.seed, split_index, index])
-            k = int(rng.integers(config.min_objects, config.max_objects + 1))
-            picked = _candidates(pool, weights, k, rng)
-            image, placed, kind = compose_scene(picked, config, rng, k)
-            relative = f"images/{name}/{name}_{index:06d}.{config.image_format}"
-            save_rgb(image, output / relative, config.image_format, config.quality)
-            labels = sorted({label for item in placed for label in item["labels"]})
-            rows.append({"image": relative, "labels": labels})
-            scene_labels.append(labels)
-            meta.append({"image": relative, "background": kind, "objects": placed})
-            placed_counts[len(placed)] += 1
-            backgrounds[kind] += 1
-            if (index + 1) % 1000 == 0:
-                log(f"  {name}: {index + 1}/{count}")
-        write_jsonl(output / f"{name}.jsonl", rows)
-        write_jsonl(output / "meta" / f"{name}.jsonl", meta)
-        split_rows[name] = scene_labels
-        log(f"{name}: {count} scenes from {len(pool)} objects")
+        split_rows[name] = _build_split(
+            output, name, split_index, count, pools[name], config, tally, log
+        )
     used = sorted({label for rows in split_rows.values() for row in rows for label in row})
     write_labels(output / "labels.txt", used)
     seconds = time.monotonic() - started
     stats = label_statistics(split_rows, used)
+    placed_counts, backgrounds = tally.objects_per_scene, tally.backgrounds
     build = {
         "config": asdict(config),
         "objects_per_split": {name: len(pools[name]) for name in SPLITS},
@@ -302,12 +302,52 @@ def build_scenes(
         stats=stats,
         rules=_rules(config, vocabulary),
         build=build,
-        command=command or "python -m model_training.datasets scenes --source DIR --output DIR",
+        command=command
+        or "python -m model_training.dataset_builders scenes --source DIR --output DIR",
         extra_sections=[("Per-object metadata", _META)],
     )
     (output / "DATASET_CARD.md").write_text(card, encoding="utf-8")
     log(f"wrote {sum(config.scenes)} scenes, {len(used)} labels to {output} in {seconds:.0f} s")
     return {"stats": stats, "build": build}
+
+
+def _build_split(
+    output: Path,
+    name: str,
+    split_index: int,
+    count: int,
+    pool: Sequence[SceneObject],
+    config: ScenesConfig,
+    tally: _Tally,
+    log: Log,
+) -> list[list[str]]:
+    """Write `count` scenes of split `name` (images, `<name>.jsonl`, `meta/<name>.jsonl`);
+    returns their label lists."""
+    if count and len({obj.group for obj in pool}) < config.min_objects:
+        raise ValueError(f"split {name} has too few usable objects ({len(pool)})")
+    weights = _weights(pool, config.balance) if pool else np.zeros(0)
+    rows: list[dict[str, Any]] = []
+    meta: list[dict[str, Any]] = []
+    scene_labels: list[list[str]] = []
+    for index in range(count):
+        rng = np.random.default_rng([config.seed, split_index, index])
+        k = int(rng.integers(config.min_objects, config.max_objects + 1))
+        picked = _candidates(pool, weights, k, rng)
+        image, placed, kind = compose_scene(picked, config, rng, k)
+        relative = f"images/{name}/{name}_{index:06d}.{config.image_format}"
+        save_rgb(image, output / relative, config.image_format, config.quality)
+        labels = sorted({label for item in placed for label in item["labels"]})
+        rows.append({"image": relative, "labels": labels})
+        scene_labels.append(labels)
+        meta.append({"image": relative, "background": kind, "objects": placed})
+        tally.objects_per_scene[len(placed)] += 1
+        tally.backgrounds[kind] += 1
+        if (index + 1) % 1000 == 0:
+            log(f"  {name}: {index + 1}/{count}")
+    write_jsonl(output / f"{name}.jsonl", rows)
+    write_jsonl(output / "meta" / f"{name}.jsonl", meta)
+    log(f"{name}: {count} scenes from {len(pool)} objects")
+    return scene_labels
 
 
 _SUMMARY = """\

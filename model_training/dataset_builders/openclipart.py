@@ -5,7 +5,7 @@ The two packages mirror one folder tree (`png/<category>/<name>.png` next to
 category, as a symlink to one real PNG; this builder makes one image per real PNG and gives
 it the union of the labels of every path that points to it (its folders and the
 `dc:subject` keywords of each corresponding SVG). See `labels.py` for the normalisation
-rules and `split.py` for the split.
+rules and `model_training/stratify.py` for the split.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from ..stratify import stratified_group_split
 from . import labels as rules
 from .card import label_statistics, render_card
 from .imaging import (
     DEFAULT_MAX_PIXELS,
-    EmptyImageError,
     TooLargeError,
+    TransparentImageError,
     fit_within,
     load_rgba,
     on_background,
@@ -36,7 +37,6 @@ from .imaging import (
     trim_alpha,
 )
 from .jsonl import SPLITS, write_jsonl, write_labels
-from .split import stratified_group_split
 from .svgmeta import SvgMetadata, read_svg_metadata
 
 Log = Callable[[str], None]
@@ -221,7 +221,7 @@ def render_source(src: Path, output: Path, key: str, config: OpenClipartConfig) 
             fit_within(cutout, config.object_side).save(obj_path, format="PNG")
     except TooLargeError:
         return "too_large"
-    except EmptyImageError:
+    except TransparentImageError:
         return "empty"
     except (OSError, ValueError, SyntaxError):
         return "unreadable"
@@ -282,19 +282,7 @@ def build_openclipart(
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
-
-    sources = scan_tree(Path(root))
-    counts["png_paths"] = sum(s.paths for s in sources)
-    counts["unique_png_files"] = len(sources)
-    log(f"scanned {counts['png_paths']} PNG paths → {len(sources)} unique drawings")
-
-    svg_keys = sorted({svg for s in sources for svg in s.svgs})
-    metadata = {key: read_svg_metadata(Path(root) / "svg" / key) for key in svg_keys}
-    counts["svg_files"] = len(svg_keys)
-    counts["svg_parse_fallbacks"] = sum(1 for m in metadata.values() if m.errors)
-    counts["without_svg"] = sum(1 for s in sources if not s.svgs)
-    log(f"read metadata of {len(svg_keys)} SVG files")
-
+    sources, metadata = _scan(Path(root), counts, log)
     all_labels, top_labels, singular = derive_labels(sources, metadata)
     sources, counts["capped_out"] = cap_per_folder(sources, config.max_per_folder, config.seed)
     if config.limit:
@@ -304,46 +292,15 @@ def build_openclipart(
     for reason in status.values():
         counts[f"skipped_{reason}" if reason != "ok" else "rendered"] += 1
     kept = [s for s in sources if status[s.key] == "ok"]
-
-    freq = Counter(label for s in kept for label in set(all_labels[s.key]))
-    vocabulary = sorted(label for label, n in freq.items() if n >= config.min_count)
-    vocab_set = set(vocabulary)
-    counts["labels_before_min_count"] = len(freq)
-    final: dict[str, list[str]] = {}
-    for source in kept:
-        chosen = sorted(set(all_labels[source.key]) & vocab_set)
-        if chosen:
-            final[source.key] = chosen
-        else:
-            counts["dropped_no_label"] += 1
+    final, vocabulary = _final_labels(kept, all_labels, config.min_count, counts)
     kept = [s for s in kept if s.key in final]
 
     assignment = stratified_group_split(
         [final[s.key] for s in kept], [s.group for s in kept], config.fractions, config.seed
     )
-    split_rows: dict[str, list[list[str]]] = {name: [] for name in SPLITS}
-    for split_index, name in enumerate(SPLITS):
-        members = [s for s, a in zip(kept, assignment, strict=True) if a == split_index]
-        rows = [
-            {"image": _image_name(s.key, config.image_format), "labels": final[s.key]}
-            for s in members
-        ]
-        write_jsonl(output / f"{name}.jsonl", rows)
-        split_rows[name] = [final[s.key] for s in members]
+    split_rows = _write_splits(output, kept, assignment, final, config)
     write_labels(output / "labels.txt", vocabulary)
-    objects = [
-        {
-            "object": _object_name(s.key),
-            "image": _image_name(s.key, config.image_format),
-            "split": SPLITS[a],
-            "labels": final[s.key],
-            "top": sorted(set(top_labels[s.key]) & vocab_set),
-            "categories": s.categories,
-            "group": s.group,
-        }
-        for s, a in zip(kept, assignment, strict=True)
-    ]
-    write_jsonl(output / "objects.jsonl", objects)
+    _write_objects(output, kept, assignment, final, top_labels, set(vocabulary), config)
 
     seconds = time.monotonic() - started
     stats = label_statistics(split_rows, vocabulary)
@@ -354,16 +311,30 @@ def build_openclipart(
         "workers": workers,
         "source": {pkg: debian_version(Path(root), pkg) for pkg in ("png", "svg")},
     }
+    rules = rules_text(config, singular, set(vocabulary))
+    _write_stats_and_card(output, stats, build, _summary(counts, stats), rules, command)
+    log(f"wrote {len(kept)} images, {len(vocabulary)} labels to {output} in {seconds:.0f} s")
+    return BuildResult(output=output, stats=stats, counts=dict(counts), seconds=seconds)
+
+
+def _write_stats_and_card(
+    output: Path,
+    stats: dict[str, Any],
+    build: dict[str, Any],
+    summary: str,
+    rules: list[str],
+    command: str,
+) -> None:
     (output / "stats.json").write_text(
         json.dumps({"stats": stats, "build": build}, indent=2) + "\n", encoding="utf-8"
     )
     card = render_card(
         title="OpenClipart-ML",
-        summary=_summary(counts, stats),
+        summary=summary,
         stats=stats,
-        rules=rules_text(config, singular, vocab_set),
+        rules=rules,
         build=build,
-        command=command or "python -m model_training.datasets openclipart --output DIR",
+        command=command or "python -m model_training.dataset_builders openclipart --output DIR",
         extra_sections=[
             ("Other files", _FILES),
             ("Known limitations", _LIMITATIONS),
@@ -371,8 +342,90 @@ def build_openclipart(
         ],
     )
     (output / "DATASET_CARD.md").write_text(card, encoding="utf-8")
-    log(f"wrote {len(kept)} images, {len(vocabulary)} labels to {output} in {seconds:.0f} s")
-    return BuildResult(output=output, stats=stats, counts=dict(counts), seconds=seconds)
+
+
+def _scan(
+    root: Path, counts: Counter[str], log: Log
+) -> tuple[list[Source], dict[str, SvgMetadata]]:
+    """The drawings of the tree and the metadata of their SVGs, counted in `counts`."""
+    sources = scan_tree(root)
+    counts["png_paths"] = sum(s.paths for s in sources)
+    counts["unique_png_files"] = len(sources)
+    log(f"scanned {counts['png_paths']} PNG paths → {len(sources)} unique drawings")
+    svg_keys = sorted({svg for s in sources for svg in s.svgs})
+    metadata = {key: read_svg_metadata(root / "svg" / key) for key in svg_keys}
+    counts["svg_files"] = len(svg_keys)
+    counts["svg_parse_fallbacks"] = sum(1 for m in metadata.values() if m.errors)
+    counts["without_svg"] = sum(1 for s in sources if not s.svgs)
+    log(f"read metadata of {len(svg_keys)} SVG files")
+    return sources, metadata
+
+
+def _final_labels(
+    kept: Sequence[Source],
+    all_labels: dict[str, list[str]],
+    min_count: int,
+    counts: Counter[str],
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Each image's labels among those on at least `min_count` images (images left without
+    one are dropped), and that vocabulary, sorted."""
+    freq = Counter(label for s in kept for label in set(all_labels[s.key]))
+    vocabulary = sorted(label for label, n in freq.items() if n >= min_count)
+    vocab_set = set(vocabulary)
+    counts["labels_before_min_count"] = len(freq)
+    final: dict[str, list[str]] = {}
+    for source in kept:
+        chosen = sorted(set(all_labels[source.key]) & vocab_set)
+        if chosen:
+            final[source.key] = chosen
+        else:
+            counts["dropped_no_label"] += 1
+    return final, vocabulary
+
+
+def _write_splits(
+    output: Path,
+    kept: Sequence[Source],
+    assignment: Sequence[int],
+    final: dict[str, list[str]],
+    config: OpenClipartConfig,
+) -> dict[str, list[list[str]]]:
+    """`train.jsonl`, `val.jsonl`, `test.jsonl`; returns each split's label lists."""
+    split_rows: dict[str, list[list[str]]] = {name: [] for name in SPLITS}
+    for split_index, name in enumerate(SPLITS):
+        members = [s for s, a in zip(kept, assignment, strict=True) if a == split_index]
+        rows = [
+            {"image": _image_name(s.key, config.image_format), "labels": final[s.key]}
+            for s in members
+        ]
+        write_jsonl(output / f"{name}.jsonl", rows)
+        split_rows[name] = [final[s.key] for s in members]
+    return split_rows
+
+
+def _write_objects(
+    output: Path,
+    kept: Sequence[Source],
+    assignment: Sequence[int],
+    final: dict[str, list[str]],
+    top_labels: dict[str, list[str]],
+    vocabulary: set[str],
+    config: OpenClipartConfig,
+) -> None:
+    """`objects.jsonl`: what OpenClipart-Scenes needs to know about each image's cut-out."""
+    objects = [
+        {
+            "object": _object_name(s.key),
+            "image": _image_name(s.key, config.image_format),
+            "split": SPLITS[a],
+            "labels": final[s.key],
+            "top": sorted(set(top_labels[s.key]) & vocabulary),
+            "categories": s.categories,
+            "group": s.group,
+        }
+        for s, a in zip(kept, assignment, strict=True)
+    ]
+    write_jsonl(output / "objects.jsonl", objects)
 
 
 _FILES = """\

@@ -21,7 +21,7 @@ class TooLargeError(ValueError):
     """The image has more pixels than the configured limit; it was not decoded."""
 
 
-class EmptyImageError(ValueError):
+class TransparentImageError(ValueError):
     """The image is fully transparent."""
 
 
@@ -62,7 +62,7 @@ def trim_alpha(image: Image.Image, threshold: int = ALPHA_THRESHOLD) -> Image.Im
     mask = image.getchannel("A").point(lambda a: 255 if a > threshold else 0)
     box = mask.getbbox()
     if box is None:
-        raise EmptyImageError("fully transparent")
+        raise TransparentImageError("fully transparent")
     return image.crop(box)
 
 

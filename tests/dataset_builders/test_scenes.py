@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_training.datasets.jsonl import SPLITS, read_jsonl, read_labels
-from model_training.datasets.scenes import (
+from model_training.dataset_builders.jsonl import SPLITS, read_jsonl, read_labels
+from model_training.dataset_builders.scenes import (
     ScenesConfig,
     build_scenes,
     coarse_vocabulary,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from model_training.datasets import fetch
-from model_training.datasets.cli import add_commands, main
-from model_training.datasets.jsonl import read_jsonl
+from model_training.dataset_builders import fetch
+from model_training.dataset_builders.cli import add_commands, main
+from model_training.dataset_builders.jsonl import read_jsonl
 
 
 @pytest.mark.parametrize("command", [[], ["openclipart"], ["scenes"]])
@@ -44,7 +44,7 @@ def test_openclipart_then_scenes(clipart_tree: Path, tmp_path: Path) -> None:
     )
     assert len(read_jsonl(ml / "train.jsonl")) > 0
     card = (ml / "DATASET_CARD.md").read_text()
-    assert "python -m model_training.datasets openclipart --root" in card
+    assert "python -m model_training.dataset_builders openclipart --root" in card
     assert (
         main(
             [

@@ -1,4 +1,4 @@
-"""Command line of the data set builders: `python -m model_training.datasets COMMAND`.
+"""Command line of the data set builders: `python -m model_training.dataset_builders COMMAND`.
 
 `add_commands(subparsers)` registers the same commands on another parser, so the training
 CLI can expose them as `mltag-train data openclipart|scenes ...`.
@@ -22,7 +22,7 @@ def _fraction_triple(values: list[float]) -> tuple[float, float, float]:
 
 def _command(argv: list[str] | None) -> str:
     args = sys.argv[1:] if argv is None else argv
-    return "python -m model_training.datasets " + shlex.join(args)
+    return "python -m model_training.dataset_builders " + shlex.join(args)
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -102,6 +102,11 @@ def _run_scenes(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `openclipart` and `scenes` on a subparsers object."""
+    _add_openclipart(sub)
+    _add_scenes(sub)
+
+
+def _add_openclipart(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     oc = sub.add_parser(
         "openclipart",
         help="build OpenClipart-ML from Debian's openclipart-png/-svg packages",
@@ -138,6 +143,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar=("TRAIN", "VAL", "TEST"),
         help="split fractions (default 0.7 0.1 0.2)",
     )
+    _add_openclipart_build_options(oc)
+    oc.set_defaults(func=_run_openclipart)
+
+
+def _add_openclipart_build_options(oc: argparse.ArgumentParser) -> None:
     oc.add_argument("--seed", type=int, default=0, help="split and sampling seed (default 0)")
     oc.add_argument(
         "--max-side",
@@ -178,8 +188,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--workers", type=int, default=1, help="processes for image conversion (default 1)"
     )
     oc.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
-    oc.set_defaults(func=_run_openclipart)
 
+
+def _add_scenes(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sc = sub.add_parser(
         "scenes",
         help="build OpenClipart-Scenes (multi-object composites) from an OpenClipart-ML build",
@@ -231,7 +242,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m model_training.datasets",
+        prog="python -m model_training.dataset_builders",
         description="Build the OpenClipart multilabel data sets.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

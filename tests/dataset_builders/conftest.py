@@ -145,7 +145,7 @@ def clipart_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ml_build(clipart_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """OpenClipart-ML built from the fake tree with small limits."""
-    from model_training.datasets.openclipart import OpenClipartConfig, build_openclipart
+    from model_training.dataset_builders.openclipart import OpenClipartConfig, build_openclipart
 
     out = tmp_path_factory.mktemp("ml")
     config = OpenClipartConfig(

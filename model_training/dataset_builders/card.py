@@ -81,13 +81,6 @@ def render_card(
     top: int = 40,
 ) -> str:
     """A Markdown dataset card: summary, numbers, frequency table, rules, build record."""
-    card = stats["cardinality"]
-    freq = stats["label_frequency"]
-    counts = sorted(stats["label_counts"].items(), key=lambda kv: (-kv[1], kv[0]))
-    split_rows = [
-        (name, s["images"], s["labels_present"], s["cardinality_mean"], len(s["missing_labels"]))
-        for name, s in stats["splits"].items()
-    ]
     parts = [
         f"# {title}",
         "",
@@ -97,23 +90,53 @@ def render_card(
         '`{"image": "relative/path", "labels": [...]}`, paths relative to the JSONL file), '
         "`labels.txt` (label order), `stats.json` (everything below, machine-readable).",
         "",
+        *_statistics_section(stats, top),
+        "## Rules applied",
+        "",
+        *[f"- {rule}" for rule in rules],
+        "",
+    ]
+    for heading, body in extra_sections:
+        parts += [f"## {heading}", "", body.strip(), ""]
+    parts += [
+        "## Build",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "```json",
+        json.dumps(build, indent=2, sort_keys=True),
+        "```",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _statistics_section(stats: Mapping[str, Any], top: int) -> list[str]:
+    card = stats["cardinality"]
+    freq = stats["label_frequency"]
+    counts = sorted(stats["label_counts"].items(), key=lambda kv: (-kv[1], kv[0]))
+    split_rows = [
+        (name, s["images"], s["labels_present"], s["cardinality_mean"], len(s["missing_labels"]))
+        for name, s in stats["splits"].items()
+    ]
+    overall = [
+        ("images", stats["images"]),
+        ("labels", stats["labels"]),
+        ("labels per image: mean", card["mean"]),
+        ("labels per image: median", card["median"]),
+        ("labels per image: min / max", f"{card['min']} / {card['max']}"),
+        (
+            "images per label: min / median / mean / max",
+            f"{freq['min']} / {freq['median']:g} / {freq['mean']} / {freq['max']}",
+        ),
+        ("label frequency Gini coefficient", freq["gini"]),
+    ]
+    return [
         "## Statistics",
         "",
-        _table(
-            ["", "value"],
-            [
-                ("images", stats["images"]),
-                ("labels", stats["labels"]),
-                ("labels per image: mean", card["mean"]),
-                ("labels per image: median", card["median"]),
-                ("labels per image: min / max", f"{card['min']} / {card['max']}"),
-                (
-                    "images per label: min / median / mean / max",
-                    f"{freq['min']} / {freq['median']:g} / {freq['mean']} / {freq['max']}",
-                ),
-                ("label frequency Gini coefficient", freq["gini"]),
-            ],
-        ),
+        _table(["", "value"], overall),
         "",
         _table(
             ["split", "images", "labels present", "labels per image", "labels absent"],
@@ -136,23 +159,4 @@ def render_card(
         "",
         ", ".join(f"{label} ({n})" for label, n in counts[-(top // 2) :]),
         "",
-        "## Rules applied",
-        "",
-        *[f"- {rule}" for rule in rules],
-        "",
     ]
-    for heading, body in extra_sections:
-        parts += [f"## {heading}", "", body.strip(), ""]
-    parts += [
-        "## Build",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        "```json",
-        json.dumps(build, indent=2, sort_keys=True),
-        "```",
-        "",
-    ]
-    return "\n".join(parts)
