@@ -77,6 +77,9 @@ def decision_of_rank0(decision: bool, dist: Dist) -> bool:
     if dist.enabled:
         import torch.distributed as tdist
 
+        # NCCL broadcasts CUDA tensors only; gloo takes CPU ones.
+        if tdist.get_backend() == "nccl":
+            flag = flag.to(f"cuda:{dist.local_rank}")
         tdist.broadcast(flag, src=0)
     return bool(flag.item() > 0)
 

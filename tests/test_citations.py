@@ -1,19 +1,21 @@
-"""The training side cites only the repository's own files: every reference to a document
-under docs/ or to benchmarks/RESULTS.md (with its `#anchor`) in the training code, its configs,
-docs/method.md and RESULTS.md itself exists, and nothing on the training side points at notes
-outside the repository."""
+"""The repository cites only its own files: every reference to a document under docs/ or to
+benchmarks/RESULTS.md (with its `#anchor`) in the code, configs, tests and docs exists, and
+nothing points at notes outside the repository."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CITING = [
     *sorted((REPO / "model_training").rglob("*.py")),
+    *sorted((REPO / "service").rglob("*.py")),
+    *sorted((REPO / "mltag_artifact").rglob("*.py")),
+    *sorted((REPO / "benchmarks").glob("*.py")),
     *sorted((REPO / "configs").glob("*.yaml")),
-    *sorted((REPO / "tests" / "training").glob("*.py")),
-    REPO / "docs" / "method.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    REPO / "README.md",
 ]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 REFERENCE = re.compile(r"((?:docs|benchmarks)/[\w./-]+\.md)(#[\w-]+)?")
