@@ -38,7 +38,7 @@ STANDIN_VERSION=2
 STANDIN_LABEL=org.mltag.standin-version
 mkdir -p "$STATE"
 
-say() { echo "docker.sh: $*" >&2; }
+say() { echo "docker.sh [${SECONDS}s]: $*" >&2; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -65,7 +65,10 @@ apt_install() {  # packages not yet installed, from Debian
   say "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # (debconf's "delaying package configuration" notice is noise here)
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1 >/dev/null \
+    | grep -v '^debconf: delaying package configuration' >&2 || true
+  for p in "${missing[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || return 1; done
 }
 
 start_engine() {
