@@ -9,8 +9,8 @@
 #   bash .ci/docker.sh down                   stop the dockerd this script started (by its PID)
 #
 # Idempotent and quick when warm: an engine that already answers is used as it is (and left
-# running), packages are installed only when missing, base images only built when absent
-# (REBUILD_BASES=1 rebuilds them). Installing and starting an engine needs root (with apt);
+# running), packages are installed only when missing, base images only built when absent or
+# made by an older recipe (REBUILD_BASES=1 rebuilds them). Installing and starting an engine needs root (with apt);
 # where no engine can run, `test` says so loudly and exits 0 (1 with REQUIRE_ENGINE=1).
 #
 # No container registry is needed. Stand-ins for the public base images are built from Debian
@@ -22,7 +22,8 @@
 # The GPU image is built on the Python stand-in (no CUDA: it must refuse to start, exit 2).
 # Image builds go through BuildKit with the host's package index (pip config, http(s) only)
 # and, when this machine has extra CA certificates (a TLS-intercepting proxy), a CA bundle
-# passed as the build secret `ca_bundle` (docs/deployment.md, "Building behind a proxy").
+# passed as the build secret `ca_bundle` (docs/deployment.md, "Building without a registry or
+# behind a proxy").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -37,6 +38,10 @@ PROMETHEUS_STANDIN=mltag-local/prometheus:bookworm
 STANDIN_VERSION=2
 STANDIN_LABEL=org.mltag.standin-version
 mkdir -p "$STATE"
+if [ ! -x "$PY" ]; then
+  echo "docker.sh: no $PY; run \`make test-docker\` (it makes the venv first) or set PY" >&2
+  exit 2
+fi
 
 say() { echo "docker.sh [${SECONDS}s]: $*" >&2; }
 SUDO=""
