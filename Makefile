@@ -6,12 +6,14 @@ ARTIFACT ?= models/default
 DEMO_ARTIFACT := build/demo-artifact
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all lint format schema demo-artifact default-model clean help
+.PHONY: run test test-all test-docker test-docker-all lint format schema demo-artifact default-model clean help
 
 help:
 	@echo "make run        serve $(ARTIFACT) (or the colour demo model while none is bundled)"
 	@echo "make test       install everything into $(VENV) and run the default test suite"
 	@echo "make test-all   also the slow tests"
+	@echo "make test-docker      build the images and run them on a real Docker engine (root)"
+	@echo "make test-docker-all  also the training image (~6 GB)"
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make schema     regenerate docs/manifest.schema.json"
 	@echo "make default-model  rebuild models/default from scratch (data, training, export; CPU)"
@@ -55,11 +57,21 @@ run: $(VENV)/.stamp-service
 		exec $(BIN)/mltag-serve --artifact-dir "$(DEMO_ARTIFACT)" --host 0.0.0.0; \
 	fi
 
+# The container tests (marker `docker`) run only through test-docker / test-docker-all.
 test: $(VENV)/.stamp-dev
-	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not gpu and not docker" $(PYTEST_ARGS)
 
 test-all: $(VENV)/.stamp-dev
-	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not gpu and not docker" $(PYTEST_ARGS)
+
+# tests/containers on a real Docker engine: .ci/docker.sh installs and starts one where it can
+# (root + apt), builds base images from Debian packages when no registry is reachable, then
+# runs the tests (which build the images); it stops the engine if it started it.
+test-docker: $(VENV)/.stamp-dev
+	bash .ci/docker.sh test -m "docker and not slow" $(PYTEST_ARGS)
+
+test-docker-all: $(VENV)/.stamp-dev
+	bash .ci/docker.sh test -m docker $(PYTEST_ARGS)
 
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check .

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # A model-only image: the artifact directory at /artifact, nothing else. Lets models ship on
 # their own release cycle: Kubernetes copies it into the pod with an initContainer
 # (k8s/components/artifact-from-image) and the service image stays the same.

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # mltag GPU service image: `mltag-serve` over ONNX Runtime's CUDA execution provider.
 #
 # Build from the repository root:
@@ -8,9 +7,9 @@
 #   docker run --rm --gpus 1 -p 8000:8000 mltag:gpu
 # MLTAG_REQUIRE_GPU=true: the service refuses to start rather than silently serve on CPU.
 #
-# Expected size: about 4 GB uncompressed (~2.3 GB compressed), estimated from the published
-# layers, not built: the CUDA 13 + cuDNN 9 runtime base ~3.3 GB (cuBLAS, cuDNN dominate),
-# Python 3.12 ~60 MB, the `gpu` extra's venv ~0.5 GB (onnxruntime-gpu ~0.35 GB, numpy 73 MB).
+# Size: about 4 GB uncompressed. Measured (make test-docker, on a stand-in base: the CUDA base
+# cannot be pulled here): the image adds 510 MB to its base, the venv 492 MB (onnxruntime-gpu)
+# + the model 18 MB; the CUDA 13 + cuDNN 9 runtime base is ~3.3 GB (published layers).
 # onnxruntime-gpu from PyPI is built for CUDA 13 + cuDNN 9, hence this base; keep the two in
 # step when bumping docker/constraints.txt.
 
@@ -32,21 +31,29 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# Optional package index and CA bundle: as in docker/service.Dockerfile.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 COPY docker/constraints.txt /tmp/constraints.txt
 COPY pyproject.toml README.md ./
 COPY mltag_artifact ./mltag_artifact
 COPY service ./service
-RUN /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt ".[gpu]" \
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt ".[gpu]" \
     && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 
 # ---- artifact: as in docker/service.Dockerfile --------------------------------------------
 FROM build AS artifact
 ARG ARTIFACT=models/default
 ARG DEMO_FALLBACK=0
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 COPY model_training ./model_training
-RUN --mount=type=bind,target=/ctx \
+RUN --mount=type=bind,target=/ctx --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
     if [ -f "/ctx/${ARTIFACT}/manifest.json" ]; then \
         cp -R "/ctx/${ARTIFACT}" /artifact; \
     elif [ "${DEMO_FALLBACK}" = "1" ]; then \
@@ -59,9 +66,11 @@ RUN --mount=type=bind,target=/ctx \
         exit 1; \
     fi
 
-# ---- venv: the build's virtualenv without the installer (pip, setuptools: ~25 MB) ---------
+# ---- venv: the build's virtualenv without the installer and `mltag-train` (see
+# docker/service.Dockerfile) --------------------------------------------------------------
 FROM build AS venv
-RUN /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools
+RUN /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
+    && rm /opt/venv/bin/mltag-train
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM base AS runtime
@@ -77,6 +86,7 @@ COPY docker/healthcheck.py /opt/mltag/healthcheck.py
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     MLTAG_ARTIFACT_DIR=/opt/mltag/model \

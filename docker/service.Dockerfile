@@ -1,7 +1,7 @@
-# syntax=docker/dockerfile:1
 # mltag CPU service image: `mltag-serve` over ONNX Runtime (CPU), one model baked in.
 #
-# Build from the repository root (BuildKit, the default since Docker 23):
+# Build from the repository root with BuildKit (the default since Docker 23, through buildx;
+# DOCKER_BUILDKIT=1 with a 20.10 client):
 #   docker build -f docker/service.Dockerfile -t mltag:cpu .
 #     bakes models/default (the build fails, saying so, while there is none), or
 #   docker build -f docker/service.Dockerfile --build-arg ARTIFACT=build/demo-artifact -t mltag:cpu .
@@ -10,12 +10,15 @@
 #     builds the colour demo artifact inside the build when ARTIFACT is absent.
 # Run: docker run --rm -p 8000:8000 mltag:cpu   (settings: -e MLTAG_...=...; flags: append them)
 #
-# Expected size: about 350 MB uncompressed (~120 MB compressed). Estimated, not built (no
-# Docker engine on our machines): python:3.11-slim-bookworm ~130 MB + the venv measured by
-# installing `.[service]` with docker/constraints.txt into a fresh venv: 245 MB, of which
-# onnxruntime 78, numpy 73, pillow 23, uvloop 14, pip + setuptools 24 (removed here) + the
-# model (the demo artifact: a few kB). No torch, ever: the build fails if anything pulls it in.
+# Size, measured (make test-docker; docs/deployment.md, "Images"): the image adds 236 MB to
+# its base, the venv 218 MB (onnxruntime, numpy, pillow, uvloop, ...; pip and setuptools
+# removed) + the bundled model 18 MB: ~370 MB uncompressed on python:3.11-slim (~130 MB).
+# No torch, ever: the build fails if anything pulls it in.
+# Air-gapped or behind a proxy: the base image, package index and CA bundle are build inputs
+# (below; docs/deployment.md, "Building without a registry or behind a proxy").
 #
+# Kept in step with tests/deploy/ (hadolint, the ENTRYPOINT and ENV run as a process) and
+# tests/containers/ (this file built and run on a Docker engine, as docker-compose.yml runs it).
 # Kept in step with tests/deploy/: the tests start the service with this ENTRYPOINT and ENV,
 # run docker/healthcheck.py against it, and hadolint this file.
 
@@ -25,13 +28,21 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# Optional, for networks that need them (docs/deployment.md, "Building behind a proxy"): a
+# package index (--build-arg PIP_INDEX_URL=..., PIP_EXTRA_INDEX_URL=...) and a CA bundle for a
+# TLS-intercepting proxy (--secret id=ca_bundle,src=bundle.pem: used as PIP_CERT, never stored
+# in a layer). Without them pip uses PyPI and its own CA list.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 WORKDIR /src
 RUN python -m venv /opt/venv
 COPY docker/constraints.txt /tmp/constraints.txt
 COPY pyproject.toml README.md ./
 COPY mltag_artifact ./mltag_artifact
 COPY service ./service
-RUN /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt ".[service]" \
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt ".[service]" \
     && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 
 # ---- artifact: the model directory to bake in ---------------------------------------------
@@ -41,8 +52,11 @@ RUN /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt ".[service]
 FROM build AS artifact
 ARG ARTIFACT=models/default
 ARG DEMO_FALLBACK=0
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 COPY model_training ./model_training
-RUN --mount=type=bind,target=/ctx \
+RUN --mount=type=bind,target=/ctx --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
     if [ -f "/ctx/${ARTIFACT}/manifest.json" ]; then \
         cp -R "/ctx/${ARTIFACT}" /artifact; \
     elif [ "${DEMO_FALLBACK}" = "1" ]; then \
@@ -56,8 +70,11 @@ RUN --mount=type=bind,target=/ctx \
     fi
 
 # ---- venv: the build's virtualenv without the installer (pip, setuptools: ~25 MB) ---------
+# and without `mltag-train`: the one distribution installs both console scripts, but the
+# training package is not in this image (tests/containers/ checks every script left runs).
 FROM build AS venv
-RUN /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools
+RUN /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
+    && rm /opt/venv/bin/mltag-train
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -74,6 +91,7 @@ COPY docker/healthcheck.py /opt/mltag/healthcheck.py
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     MLTAG_ARTIFACT_DIR=/opt/mltag/model \
     MLTAG_HOST=0.0.0.0 \
     MLTAG_PORT=8000 \

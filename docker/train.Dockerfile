@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # mltag training image: torch + timm, entrypoint `mltag-train`.
 #
 # Build from the repository root:
@@ -8,10 +7,10 @@
 # (--gpus needs the NVIDIA Container Toolkit; without it training runs on CPU. DataLoader
 # workers share tensors through /dev/shm, hence --shm-size.)
 #
-# Expected size: about 6 GB uncompressed (~3.5 GB compressed), measured on a venv with the
-# same pins: torch's Linux x86_64 wheels bring their CUDA 13 user-space libraries as pip
-# packages (nvidia-* 3.2 GB, triton 0.9 GB), torch 1.2 GB, the rest ~0.3 GB, on
-# python:3.11-slim (~130 MB): no CUDA base image is needed.
+# Size, measured (make test-docker-all; docs/deployment.md, "Images"): the venv adds 6.06 GB
+# to the base (~6.2 GB uncompressed on python:3.11-slim): torch's Linux x86_64 wheels bring
+# their CUDA 13 user-space libraries as pip packages (nvidia-*, triton), so no CUDA base image
+# is needed. Built in ~6 min on 2 cores (most of it downloading and unpacking the wheels).
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
@@ -19,13 +18,21 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
+# Optional package index and CA bundle: as in docker/service.Dockerfile.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 WORKDIR /src
 RUN python -m venv /opt/venv
 COPY docker/constraints.txt /tmp/constraints.txt
 COPY pyproject.toml README.md ./
 COPY mltag_artifact ./mltag_artifact
 COPY model_training ./model_training
-RUN /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt ".[train]"
+# The one distribution also installs `mltag-serve`, whose package is not in this image: removed
+# (tests/containers/ checks every script left runs).
+RUN --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt ".[train]" \
+    && rm /opt/venv/bin/mltag-serve
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -40,6 +47,7 @@ RUN groupadd --system --gid 10001 mltag \
 COPY --from=build /opt/venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     HOME=/home/mltag
 WORKDIR /workspace
 USER 10001:10001

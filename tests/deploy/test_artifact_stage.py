@@ -21,8 +21,9 @@ pytestmark = pytest.mark.integration
 def _script(context: Path, out: Path, blockers: Path) -> str:
     stage = next(s for s in parse_dockerfile(SERVICE_DOCKERFILE).stages if s.name == "artifact")
     (run,) = stage.all("RUN")
-    assert run.args.startswith("--mount=type=bind,target=/ctx ")
-    script = run.args.removeprefix("--mount=type=bind,target=/ctx ")
+    mounts = "--mount=type=bind,target=/ctx --mount=type=secret,id=ca_bundle "
+    assert run.args.startswith(mounts)
+    script = run.args.removeprefix(mounts)
     pip_install = "/opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt onnx"
     assert pip_install in script
     mapping = {

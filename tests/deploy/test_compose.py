@@ -56,14 +56,30 @@ def test_compose_spec_schema(path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _default(value: str) -> str:
+    """`${VAR:-default}` -> default (what Compose uses with VAR unset)."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
 def test_compose_brings_up_service_prometheus_and_grafana() -> None:
     services = _load(COMPOSE)["services"]
     assert {"mltag", "prometheus", "grafana"} <= set(services)
     for name, service in services.items():
-        image = service["image"]
+        image = _default(service["image"])
         if name != "mltag":
             assert re.search(r":v?\d+\.\d+\.\d+$", image), f"{name}: pin {image}"
+            # Replaceable (a mirror, or the stand-in the container tests build without a
+            # registry) but pinned by default.
+            assert service["image"].startswith(f"${{{name.upper()}_IMAGE:-"), service["image"]
         assert "limits" in service["deploy"]["resources"], name
+
+
+def test_gpu_override_does_not_restart_a_refusal_forever() -> None:
+    """Without a usable GPU the service exits 2; `unless-stopped` or `always` would restart it
+    in a loop (tests/containers/test_gpu_image.py watches it stop)."""
+    merged = _merge(_load(COMPOSE), _load(COMPOSE_GPU))
+    policy = merged["services"]["mltag"]["restart"]
+    assert policy == "no" or re.fullmatch(r"on-failure:[1-9]\d*", policy), policy
 
 
 def test_service_builds_the_cpu_image_with_a_fallback_model() -> None:

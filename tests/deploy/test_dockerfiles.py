@@ -21,6 +21,7 @@ from .conftest import (
 from .dockerfile import Dockerfile, Stage, parse_dockerfile, parse_healthcheck
 
 SERVICE_IMAGES = [SERVICE_DOCKERFILE, GPU_DOCKERFILE]
+PIP_IMAGES = [*SERVICE_IMAGES, TRAIN_DOCKERFILE]
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -118,8 +119,13 @@ def test_service_images_share_command_healthcheck_and_artifact_handling(path: Pa
     assert argv == ["python", "/opt/mltag/healthcheck.py"]
     assert {"interval", "timeout", "start-period", "retries"} <= set(options)
     artifact = next(s for s in df.stages if s.name == "artifact")
-    args = {i.args.split("=")[0]: i.args.split("=", 1)[1] for i in artifact.all("ARG")}
-    assert args == {"ARTIFACT": "models/default", "DEMO_FALLBACK": "0"}
+    args = dict(i.args.partition("=")[::2] for i in artifact.all("ARG"))
+    assert args == {
+        "ARTIFACT": "models/default",
+        "DEMO_FALLBACK": "0",
+        "PIP_INDEX_URL": "",  # optional, no default: pip's own index
+        "PIP_EXTRA_INDEX_URL": "",
+    }
 
 
 def test_gpu_and_cpu_artifact_stages_are_identical() -> None:
@@ -129,6 +135,43 @@ def test_gpu_and_cpu_artifact_stages_are_identical() -> None:
     assert [(i.keyword, i.args) for i in stages[0].instructions] == [
         (i.keyword, i.args) for i in stages[1].instructions
     ]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=_ids(DOCKERFILES))
+def test_builds_without_fetching_a_frontend(path: Path) -> None:
+    """A `# syntax=` directive makes BuildKit pull its Dockerfile frontend from a registry,
+    which fails air-gapped; the built-in frontend handles everything these files use."""
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        assert not re.match(r"#\s*syntax\s*=", line, re.I), f"{path.name}: {line}"
+
+
+@pytest.mark.parametrize("path", PIP_IMAGES, ids=_ids(PIP_IMAGES))
+def test_every_pip_install_takes_the_optional_index_and_ca_bundle(path: Path) -> None:
+    """Builds behind a TLS-intercepting proxy or with a private index (docs/deployment.md):
+    every stage that runs pip declares PIP_INDEX_URL / PIP_EXTRA_INDEX_URL (pip reads them
+    from the environment) and mounts the `ca_bundle` secret, used as PIP_CERT when given."""
+    df = parse_dockerfile(path)
+    seen = 0
+    for stage in df.stages:
+        for ins in stage.all("RUN"):
+            if "pip install" not in ins.args:
+                continue
+            seen += 1
+            assert "--mount=type=secret,id=ca_bundle" in ins.args, ins.args
+            assert "export PIP_CERT=/run/secrets/ca_bundle" in ins.args, ins.args
+            # ARGs are per stage; an ARG declared in the stage a stage builds FROM does not
+            # carry over, so the stage itself must declare them.
+            declared = {i.args.partition("=")[0] for i in stage.all("ARG")}
+            assert {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"} <= declared, (stage.name, declared)
+    assert seen
+
+
+@pytest.mark.parametrize("path", PIP_IMAGES, ids=_ids(PIP_IMAGES))
+def test_onnxruntime_telemetry_is_off(path: Path) -> None:
+    """Every image with ONNX Runtime (all three install it) disables its telemetry lookup."""
+    assert parse_dockerfile(path).final.env().get("ORT_DISABLE_TELEMETRY") == "1"
 
 
 # ---- .dockerignore ----------------------------------------------------------------------

@@ -95,6 +95,62 @@ def test_dashboard_covers_what_operators_watch(path: Path) -> None:
     assert "histogram_quantile(0.99" in text
 
 
+def test_grafana_provisioning_is_well_formed() -> None:
+    """The provisioning files Grafana reads at start (structure as Grafana's docs define it),
+    checked offline: Grafana's image cannot be run without a registry."""
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    sources = yaml.safe_load(DATASOURCES.read_text())
+    assert sources["apiVersion"] == 1
+    datasources = sources["datasources"]
+    assert [d["uid"] for d in datasources] == list(dict.fromkeys(d["uid"] for d in datasources))
+    assert sum(bool(d.get("isDefault")) for d in datasources) == 1
+    for d in datasources:
+        assert {"name", "type", "uid", "url", "access"} <= set(d), d
+        assert d["type"] == "prometheus" and d["access"] == "proxy", d
+        assert re.fullmatch(r"\d+(ms|s|m)", d["jsonData"]["timeInterval"]), d
+    (provider_file,) = (provisioning / "dashboards").glob("*.yml")
+    providers = yaml.safe_load(provider_file.read_text())
+    assert providers["apiVersion"] == 1
+    for provider in providers["providers"]:
+        assert provider["type"] == "file" and provider["name"], provider
+        assert provider["options"]["path"].startswith("/"), provider
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_references_resolve(path: Path) -> None:
+    """Every data source reference names a provisioned data source (by uid and type), or the
+    dashboard's data source variable; every panel has a query with a unique refId."""
+    dashboard = _load(path)
+    provisioned = {
+        d["uid"]: d["type"] for d in yaml.safe_load(DATASOURCES.read_text())["datasources"]
+    }
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    refs = {f"${{{name}}}" for name, v in variables.items() if v["type"] == "datasource"}
+    for name, var in variables.items():
+        if var["type"] == "datasource":
+            assert var["query"] in set(provisioned.values()), name  # the plugin type
+        elif var["type"] == "query":
+            assert var["datasource"]["uid"] in refs | set(provisioned), name
+            assert var["datasource"]["type"] == "prometheus", name
+
+    def check(ref: dict[str, Any], where: str) -> None:
+        assert ref["uid"] in refs | set(provisioned), where
+        if ref["uid"] in provisioned:
+            assert ref["type"] == provisioned[ref["uid"]], where
+        assert ref["type"] == "prometheus", where
+
+    for panel in _panels(dashboard):
+        if panel["type"] == "row":
+            continue
+        assert {"gridPos", "title", "targets", "datasource"} <= set(panel), panel.get("title")
+        check(panel["datasource"], panel["title"])
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert ref_ids and len(ref_ids) == len(set(ref_ids)), panel["title"]
+        for target in panel["targets"]:
+            check(target["datasource"], panel["title"])
+            assert target["expr"].strip(), panel["title"]
+
+
 def _all_queries() -> list[str]:
     """The dashboards' queries and the prometheus-adapter rules' series queries."""
     queries = [q for path in DASHBOARDS for q in _queries(_load(path))]
