@@ -148,19 +148,29 @@ def execute(
     )
     concurrency = 0
     t0, submitted = time.monotonic(), time.time()
-    if plan.pending:
-        concurrency = _actors(config, len(plan.pending))
-        if progress_stream is not None:
-            progress_stream.write(
-                f"mltag-batch: {len(plan.pending)} to tag ({progress.done_before} already in "
-                f"{config.output}) on {concurrency} actor(s) x {config.cpus_per_actor:g} CPU\n"
-            )
-        for shard in _dataset(plan, concurrency).iter_rows():
-            progress.update(shard)
-    seconds = time.monotonic() - t0
-    progress.show(final=True)
-    summary = _summarize(plan, progress, seconds, submitted, ray_startup_s, concurrency)
-    sinks.write_json(storage.join(config.output, sinks.SUMMARY_FILE), summary.to_dict())
+    error: BaseException | None = None
+    try:
+        if plan.pending:
+            concurrency = _actors(config, len(plan.pending))
+            if progress_stream is not None:
+                progress_stream.write(
+                    f"mltag-batch: {len(plan.pending)} to tag ({progress.done_before} already "
+                    f"in {config.output}) on {concurrency} actor(s) x "
+                    f"{config.cpus_per_actor:g} CPU\n"
+                )
+            for shard in _dataset(plan, concurrency).iter_rows():
+                progress.update(shard)
+    except BaseException as e:  # the summary says how far it got, then the error goes on
+        error = e
+        raise
+    finally:
+        seconds = time.monotonic() - t0
+        progress.show(final=True)
+        summary = _summarize(plan, progress, seconds, submitted, ray_startup_s, concurrency)
+        if error is not None:
+            summary.status = "failed"
+            summary.error = f"{type(error).__name__}: {error}"[:4000]  # Ray's carry tracebacks
+        sinks.write_json(storage.join(config.output, sinks.SUMMARY_FILE), summary.to_dict())
     return summary
 
 
@@ -256,6 +266,8 @@ def _summarize(
         "shard_size": config.shard_size,
     }
     return Summary(
+        status="complete",
+        error=None,
         input=config.source,
         output=config.output,
         format=config.fmt,

@@ -93,8 +93,8 @@ def _relative(path: str, root: str) -> str:
 
 
 def _directory(root: str) -> Inputs:
-    if not storage.is_uri(root):
-        root = storage.locate(root)[1]  # absolute: workers elsewhere resolve no cwd
+    # Absolute (workers elsewhere resolve no cwd), in the form listed paths take.
+    root = storage.normalize(root)
     paths = sorted(p for p in storage.walk(root) if _is_image(p))
     return Inputs([_relative(p, root) for p in paths], paths, "directory")
 
@@ -137,10 +137,11 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 
 def _glob(pattern: str) -> Inputs:
     """Files matching `pattern`; ids relative to the pattern's fixed leading directory."""
-    if not storage.is_uri(pattern):
-        pattern = storage.locate(pattern)[1]  # absolute, so matches compare like for like
     head = pattern[: _MAGIC.search(pattern).start()]  # type: ignore[union-attr]
     root = head[: head.rfind("/")] or "/"
+    # Absolute, in the form listed paths take, so matches compare like for like.
+    pattern = storage.normalize(root) + pattern[len(root) :]
+    root = storage.normalize(root)
     if not storage.is_dir(root):
         return Inputs([], [], "glob")
     regex = glob_regex(pattern)

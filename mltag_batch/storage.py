@@ -9,6 +9,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -35,6 +36,7 @@ class Location:
     # "local"; "bucket" (s3, gs: the bucket is the first part of the path); "path" (file,
     # hdfs: the host is not in the path); "fsspec" (fsspec strips the scheme itself)
     mode: str
+    spec: Any = None  # the fsspec filesystem, in "fsspec" mode
 
     def inner(self, uri: str) -> str:
         """The path this filesystem takes for `uri` (of this location)."""
@@ -43,7 +45,8 @@ class Location:
         if self.mode == "bucket":
             return uri.split("://", 1)[1].rstrip("/")
         if self.mode == "fsspec":
-            return f"{uri.split('://', 1)[1]}".rstrip("/") or "/"
+            inner: str = self.spec._strip_protocol(uri)
+            return inner
         return urlsplit(uri).path.rstrip("/") or "/"
 
     def uri(self, inner: str) -> str:
@@ -64,8 +67,8 @@ def _location(scheme: str, netloc: str, sample: str) -> Location:
     except (pa.ArrowInvalid, ValueError, pa.ArrowNotImplementedError):
         import fsspec  # a dependency of ray[data]
 
-        handler = pafs.FSSpecHandler(fsspec.filesystem(scheme))
-        return Location(pafs.PyFileSystem(handler), scheme, netloc, "fsspec")
+        spec = fsspec.filesystem(scheme)
+        return Location(pafs.PyFileSystem(pafs.FSSpecHandler(spec)), scheme, netloc, "fsspec", spec)
     rest = sample.split("://", 1)[1].rstrip("/")
     mode = "bucket" if netloc and inner.rstrip("/") == rest else "path"
     return Location(fs, scheme, netloc, mode)
@@ -84,6 +87,12 @@ def locate(path: str) -> tuple[Location, str]:
         return Location(fs, parts.scheme, parts.netloc, "path"), inner
     loc = _location(parts.scheme, parts.netloc, path)
     return loc, loc.inner(path)
+
+
+def normalize(path: str) -> str:
+    """The form `walk` lists paths in: absolute locally, the filesystem's own for URIs."""
+    loc, inner = locate(path)
+    return loc.uri(inner)
 
 
 def join(base: str, *names: str) -> str:

@@ -76,6 +76,8 @@ class Progress:
 class Summary:
     """`_summary.json`: the whole output's counts, then this run's."""
 
+    status: str  # complete, or failed (the run stopped early: rerun to resume)
+    error: str | None
     input: str
     output: str
     format: str
@@ -96,6 +98,11 @@ class Summary:
 
     def line(self) -> str:
         run = self.this_run
+        if self.status != "complete":
+            return (
+                f"mltag-batch: {self.status} after {run['processed']} images this run; "
+                f"{self.total - self.missing}/{self.total} in {self.output}"
+            )
         rate = run["images_per_s"]
         return (
             f"mltag-batch: {self.total} images: {self.tagged} tagged, {self.errors} errors"

@@ -96,19 +96,23 @@ class ArtifactFiles:
 
 
 def load_input(path: str, prep: Preprocessing, options: TagOptions) -> np.ndarray | Failure:
-    """Read one file and preprocess it as the service does; a Failure instead of raising."""
+    """Read one file and preprocess it as the service does; a Failure instead of raising, so
+    one file can never fail a shard (the service answers `internal_error` where we give the
+    row that code)."""
     try:
         data = storage.read_bytes(path, options.max_bytes)
     except FileNotFoundError:
         return Failure("not_found", f"no such file: {path}")
     except storage.FileTooLargeError as e:
         return Failure("file_too_large", str(e))
-    except OSError as e:
+    except Exception as e:  # OSError, and whatever a remote filesystem raises
         return Failure("read_error", f"cannot read {path}: {e}")
     try:
         return preprocess(data, prep, options.max_pixels)
     except ImageError as e:
         return Failure(e.code, str(e))
+    except Exception as e:  # a decoder bug or MemoryError: this file's row, not the job
+        return Failure("internal_error", f"unexpected {type(e).__name__} while decoding: {e}")
 
 
 @dataclass

@@ -57,8 +57,11 @@ def ray_cluster() -> Iterator[str]:
                 os.environ[k] = v
 
 
-def run(source: Path, output: Path, fmt: str = "parquet", **options: Any) -> Summary:
+def run(
+    source: Path, output: Path, fmt: str = "parquet", provider: str = "cpu", **options: Any
+) -> Summary:
     config = JobConfig(
+        provider=provider,
         artifact=DEFAULT_MODEL,
         source=str(source),
         output=str(output),
@@ -204,3 +207,15 @@ def test_killed_part_way_then_resumed(ray_cluster: str, tmp_path: Path) -> None:
     assert (summary["total"], summary["tagged"], summary["missing"]) == (len(ids), len(ids), 0)
     assert not list(out.glob(".tmp-*"))
     assert f"{len(ids)} images: {len(ids)} tagged, 0 errors" in rerun.stdout
+
+
+def test_a_failed_run_says_so_in_its_summary(
+    ray_cluster: str, collection: Path, tmp_path: Path
+) -> None:
+    """Actors that cannot start (a GPU provider on a machine without one) fail the run: the
+    error reaches the caller and `_summary.json` says failed, with nothing tagged."""
+    with pytest.raises(Exception, match="cuda"):
+        run(collection / "sub", tmp_path / "out", provider="cuda")
+    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    assert summary["status"] == "failed" and "cuda" in summary["error"]
+    assert (summary["missing"], summary["this_run"]["processed"]) == (3, 0)
