@@ -231,31 +231,12 @@ def _summarize(
     ray_startup_s: float,
     concurrency: int,
 ) -> Summary:
+    """The whole output's counts (rows from earlier runs + this run's), then this run's."""
     config = plan.config
     codes = Counter({k: v for k, v in plan.prior.items() if k is not None}) + progress.errors
     n_errors = sum(codes.values())
     tagged = plan.prior[None] + progress.processed - sum(progress.errors.values())
-    # Throughput after startup: from the first actor ready (the model loaded) to the end, a
-    # conservative window (it counts the time other actors were still starting).
-    ready = sorted(progress.ready_at.values()) or [submitted]
-    end = time.time()
-    steady = progress.processed / (end - ready[0]) if end > ready[0] else 0.0
     m = plan.artifact.manifest
-    this_run = {
-        "run_id": plan.run_id,
-        "processed": progress.processed,
-        "tagged": progress.processed - sum(progress.errors.values()),
-        "errors": sum(progress.errors.values()),
-        "seconds": round(seconds, 3),
-        "images_per_s": round(progress.processed / seconds, 2) if seconds > 0 else 0.0,
-        "images_per_s_after_startup": round(steady, 2),
-        "ray_startup_s": round(ray_startup_s, 3),
-        "first_actor_ready_s": round(ready[0] - submitted, 3),
-        "all_actors_ready_s": round(ready[-1] - submitted, 3),
-        "actors": concurrency,
-        "shards": progress.shards,
-        "profile_s": {k: round(v, 3) for k, v in progress.profile.items()},
-    }
     options = {
         **config.options.as_dict(),
         "batch_size": config.batch_size,
@@ -279,7 +260,38 @@ def _summarize(
         errors_by_code=dict(sorted(codes.items())),
         missing=len(plan.inputs) - tagged - n_errors,
         shards=len(sinks.shard_files(config.output, config.fmt)),
-        this_run=this_run,
+        this_run=_this_run(plan, progress, seconds, submitted, ray_startup_s, concurrency),
         started_at=plan.started_at,
         finished_at=utc_now(),
     )
+
+
+def _this_run(
+    plan: Plan,
+    progress: Progress,
+    seconds: float,
+    submitted: float,
+    ray_startup_s: float,
+    concurrency: int,
+) -> dict[str, Any]:
+    # Throughput after startup: from the first actor ready (the model loaded) to the end, a
+    # conservative window (it counts the time other actors were still starting).
+    ready = sorted(progress.ready_at.values()) or [submitted]
+    end = time.time()
+    steady = progress.processed / (end - ready[0]) if end > ready[0] else 0.0
+    errors = sum(progress.errors.values())
+    return {
+        "run_id": plan.run_id,
+        "processed": progress.processed,
+        "tagged": progress.processed - errors,
+        "errors": errors,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(progress.processed / seconds, 2) if seconds > 0 else 0.0,
+        "images_per_s_after_startup": round(steady, 2),
+        "ray_startup_s": round(ray_startup_s, 3),
+        "first_actor_ready_s": round(ready[0] - submitted, 3),
+        "all_actors_ready_s": round(ready[-1] - submitted, 3),
+        "actors": concurrency,
+        "shards": progress.shards,
+        "profile_s": {k: round(v, 3) for k, v in progress.profile.items()},
+    }

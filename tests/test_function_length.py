@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 60
-PACKAGES = ["mltag_artifact", "service"]
+PACKAGES = ["mltag_artifact", "mltag_batch", "service"]
 
 
 def function_lengths(package: str) -> list[tuple[int, str]]:
