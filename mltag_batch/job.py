@@ -291,6 +291,9 @@ def _this_run(
         "ray_startup_s": round(ray_startup_s, 3),
         "first_actor_ready_s": round(ready[0] - submitted, 3),
         "all_actors_ready_s": round(ready[-1] - submitted, 3),
+        # Wall clock (epoch s) from the first actor ready to the last shard: lets tools
+        # measure what the run cost after startup (benchmarks/batch.py).
+        "after_startup_window": [round(ready[0], 3), round(end, 3)],
         "actors": concurrency,
         "shards": progress.shards,
         "profile_s": {k: round(v, 3) for k, v in progress.profile.items()},
