@@ -16,9 +16,10 @@ from pathlib import Path
 
 from mltag_artifact import ArtifactError
 
-from .job import JobConfig, JobError, execute, prepare, ray_session
+from .job import JobConfig, JobError, check, execute, execute_on_cluster, prepare, ray_session
 from .sinks import EXTENSIONS, OutputError
 from .sources import SourceError
+from .summary import Summary
 from .tagging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, TagOptions
 
 EPILOG = """\
@@ -146,25 +147,34 @@ def config_from(args: argparse.Namespace) -> JobConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        plan = prepare(config_from(args))
+        summary = run(args)
     except (ArtifactError, SourceError, OutputError, JobError) as e:
-        print(f"mltag-batch: {e}", file=sys.stderr)
+        # Raised on the cluster (ray://), Ray wraps it; its `cause` is the plain error.
+        print(f"mltag-batch: {getattr(e, 'cause', None) or e}", file=sys.stderr)
         return 2
-    progress = None if args.quiet else sys.stderr
-    try:
-        with ray_session(args.address) as startup_s:
-            summary = execute(plan, startup_s, progress_stream=progress)
-            print(summary.line(), flush=True)
     except KeyboardInterrupt:
         print("mltag-batch: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as e:  # Ray wraps a worker's error; the shards written so far stay
         print(
-            f"mltag-batch: the run failed: {e}\nrerun the same command to resume",
-            file=sys.stderr,
+            f"mltag-batch: the run failed: {e}\nrerun the same command to resume", file=sys.stderr
         )
         return 1
+    print(summary.line(), flush=True)
     return 0
+
+
+def run(args: argparse.Namespace) -> Summary:
+    """Everything that can fail is checked before Ray starts. Over Ray Client (`ray://`) the
+    cluster lists the inputs and claims the output itself: they must be reachable there."""
+    config = config_from(args)
+    if (args.address or "").startswith("ray://"):
+        check(config)
+        with ray_session(args.address) as startup_s:
+            return execute_on_cluster(config, startup_s, progress=not args.quiet)
+    plan = prepare(config)
+    with ray_session(args.address) as startup_s:
+        return execute(plan, startup_s, progress_stream=None if args.quiet else sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@ actors that each write their shards, while the driver counts progress; then the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import os
+import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -77,6 +80,11 @@ def prepare(config: JobConfig) -> Plan:
     return Plan(config, artifact, inputs, pending, prior, run_id, started_at)
 
 
+def check(config: JobConfig) -> None:
+    """What can be checked where the command runs: the artifact and the options."""
+    _check_labels(load_artifact(config.artifact), config.options)
+
+
 def _check_labels(artifact: Artifact, options: TagOptions) -> None:
     known = set(artifact.manifest.labels)
     unknown = [label for label in options.thresholds or {} if label not in known]
@@ -123,7 +131,13 @@ def ray_session(address: str | None) -> Iterator[float]:
     if address is None:
         from mltag_artifact.runner import available_cores
 
-        ray.init(num_cpus=available_cores(), include_dashboard=False, logging_level=logging.WARNING)
+        # "local": a new Ray of our own, even where another was started with `ray start`.
+        ray.init(
+            address="local",
+            num_cpus=available_cores(),
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
     else:
         ray.init(address=address, logging_level=logging.WARNING)
     try:
@@ -172,6 +186,30 @@ def execute(
             summary.error = f"{type(error).__name__}: {error}"[:4000]  # Ray's carry tracebacks
         sinks.write_json(storage.join(config.output, sinks.SUMMARY_FILE), summary.to_dict())
     return summary
+
+
+def execute_on_cluster(
+    config: JobConfig, ray_startup_s: float = 0.0, progress: bool = True
+) -> Summary:
+    """The whole run (prepare + execute) as one task on the cluster, for Ray Client
+    (`ray://`) connections: Ray Data does not support Ray Client drivers (its executor needs a
+    process attached to a raylet). The artifact goes along as bytes; the task's progress lines
+    come back through Ray's log forwarding; its errors are raised here as their own types."""
+    import ray
+
+    files = ArtifactFiles.read(load_artifact(config.artifact))
+    task = ray.remote(num_cpus=0)(_run_here)
+    summary: Summary = ray.get(task.remote(config, ray.put(files), ray_startup_s, progress))
+    return summary
+
+
+def _run_here(
+    config: JobConfig, files: ArtifactFiles, ray_startup_s: float, progress: bool
+) -> Summary:
+    with tempfile.TemporaryDirectory(prefix="mltag-artifact-") as tmp:
+        files.unpack(Path(tmp))
+        plan = prepare(dataclasses.replace(config, artifact=Path(tmp)))
+        return execute(plan, ray_startup_s, sys.stderr if progress else None)
 
 
 def _actors(config: JobConfig, pending: int) -> int:

@@ -4,10 +4,12 @@ pyarrow, and resuming, including after the driver is killed part-way."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,7 +47,7 @@ def ray_cluster() -> Iterator[str]:
     os.environ.update(RAY_ENV)
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -219,3 +221,60 @@ def test_a_failed_run_says_so_in_its_summary(
     summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
     assert summary["status"] == "failed" and "cuda" in summary["error"]
     assert (summary["missing"], summary["this_run"]["processed"]) == (3, 0)
+
+
+@pytest.mark.slow
+def test_over_ray_client(ray_cluster: str, collection: Path, tmp_path: Path) -> None:
+    """`--address ray://...`: Ray Data cannot run in a Ray Client driver, so the command runs
+    the whole job as a task on the cluster; errors still map to exit codes."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ray.util.client.server", f"--address={ray_cluster}",
+         "--host=127.0.0.1", f"--port={port}", "--mode=proxy"],
+        env=ray_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    env = {**ray_env(), "RAY_AUTH_MODE": "token"}  # the client must send the cluster's token
+    base = [sys.executable, "-m", "mltag_batch", "--artifact", str(DEFAULT_MODEL),
+            "--address", f"ray://127.0.0.1:{port}", "--max-pixels", str(MAX_PIXELS)]  # fmt: skip
+    try:
+        time.sleep(3)  # the proxy is up
+        argv = [*base, "--input", str(collection / "sub"), "--output", str(tmp_path / "out")]
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "3 images: 3 tagged, 0 errors" in r.stdout
+        one_row_per_id(
+            read_rows(tmp_path / "out"), ["deeper/alpha.png", "grey16.png", "rotated.jpg"]
+        )
+        missing = [*base, "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o2")]
+        r = subprocess.run(missing, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "does not exist" in r.stderr
+    finally:
+        for pid in reversed(descendants(server.pid)):  # the proxy and the servers it started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        server.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def descendants(root: int) -> list[int]:
+    """`root` and every process below it (ours to end, by id)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
