@@ -27,7 +27,7 @@ $(VENV)/.stamp-service: pyproject.toml
 $(VENV)/.stamp-dev: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[service,train,dev]'
+	$(BIN)/pip install -q -e '.[service,train,dev,batch]'
 	touch $@ $(VENV)/.stamp-service
 
 $(DEMO_ARTIFACT)/manifest.json: $(VENV)/.stamp-service model_training/demo.py

@@ -28,7 +28,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,7 +195,11 @@ def repeated_requests(body: bytes) -> Callable[[asyncio.StreamWriter], Awaitable
 
 # ----------------------------------------------------------------------------- phases
 async def run_phase(
-    server: Server, photo: bytes, phase: Phase, seconds: float, attackers: list[Awaitable[None]]
+    server: Server,
+    photo: bytes,
+    phase: Phase,
+    seconds: float,
+    attackers: list[Coroutine[Any, Any, None]],
 ) -> None:
     stop = time.monotonic() + seconds
     sampling = True
@@ -219,7 +224,7 @@ async def run_phase(
 
 def attacks(
     port: int, seconds: float, phase: Phase, name: str, inputs: dict[str, bytes]
-) -> list[Awaitable[None]]:
+) -> list[Coroutine[Any, Any, None]]:
     stop = time.monotonic() + seconds
     loop = lambda attack, n: [connection_loop(port, stop, phase, attack) for _ in range(n)]  # noqa: E731
     if name == "slow uploads":

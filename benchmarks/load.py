@@ -589,14 +589,14 @@ def main() -> None:
         "| ratio (vs decode + model) | vs sequential |\n|---|---|---|---|---|---|---|"
     )
     for k in SIZES:
-        rows = single_image_latency(server, artifact, images[k], 3 if args.quick else 12, 1.5)
-        for decode_ms, model_ms, seq_ms, p50 in rows:
+        latency = single_image_latency(server, artifact, images[k], 3 if args.quick else 12, 1.5)
+        for decode_ms, model_ms, seq_ms, p50 in latency:
             print(
                 f"| {k} | {decode_ms:.1f} | {model_ms:.1f} | {seq_ms:.1f} | {p50:.1f} "
                 f"| {p50 / (decode_ms + model_ms):.2f} | {p50 / seq_ms:.2f} |"
             )
-        median = statistics.median(p / (d + m) for d, m, _, p in rows)
-        median_seq = statistics.median(p / q for _, _, q, p in rows)
+        median = statistics.median(p / (d + m) for d, m, _, p in latency)
+        median_seq = statistics.median(p / q for _, _, q, p in latency)
         print(f"| {k} | | | | median ratios | **{median:.2f}** | **{median_seq:.2f}** |")
 
     capacity = max(r["ips"] for (k, _), r in results.items() if k == "640x480")
@@ -625,15 +625,15 @@ def main() -> None:
         "interleaved rounds\n| on img/s | off img/s | ratio | on: server CPU ms per image, "
         "model / decode / loop | off: same |\n|---|---|---|---|---|"
     )
-    rows = batching_on_off(
+    pairs = batching_on_off(
         artifact, images["640x480"], args.port, 1 if args.quick else 4, args.duration / 2
     )
-    for on, off in rows:
+    for on, off in pairs:
         print(
             f"| {on['ips']:.1f} | {off['ips']:.1f} | {on['ips'] / off['ips']:.2f} "
             f"| {_cpu_split(on)} | {_cpu_split(off)} |"
         )
-    median = statistics.median(on["ips"] / off["ips"] for on, off in rows)
+    median = statistics.median(on["ips"] / off["ips"] for on, off in pairs)
     print(f"| | median ratio | **{median:.2f}** | | |")
 
 

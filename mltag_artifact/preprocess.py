@@ -45,8 +45,9 @@ class DecodeLimits:
 
 
 # Trusted local files (training data, evaluation sets): only a guard against decompression
-# bombs. The service passes its own, much lower, limits.
+# bombs. Untrusted input (the service, bulk tagging) gets much lower defaults.
 LOCAL_LIMITS = DecodeLimits()
+UNTRUSTED_LIMITS = DecodeLimits(max_pixels=40_000_000, max_side=16_384, max_aspect_ratio=50.0)
 
 # We enforce our own pixel limit from the header before decoding; Pillow's warning below its
 # hard limit would only add noise. (Filter set once: catch_warnings is not thread-safe and

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mltag_artifact.preprocess import UNTRUSTED_LIMITS
+
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
 
 
@@ -118,13 +120,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Larger bodies -> 413.")
     max_images_per_request: int = Field(16, ge=1, description="More images in one request -> 422.")
     max_image_pixels: int = Field(
-        40_000_000, gt=0, description="Decoded pixel limit (decompression bombs) -> 413."
+        UNTRUSTED_LIMITS.max_pixels,
+        gt=0,
+        description="Decoded pixel limit (decompression bombs) -> 413.",
     )
     max_image_side: int = Field(
-        16_384, gt=0, description="Longest side in pixels; longer -> 413 (from the header)."
+        UNTRUSTED_LIMITS.max_side,
+        gt=0,
+        description="Longest side in pixels; longer -> 413 (from the header).",
     )
     max_aspect_ratio: float = Field(
-        50.0, ge=1, description="Longer side / shorter side; more -> 422 (from the header)."
+        UNTRUSTED_LIMITS.max_aspect_ratio,
+        ge=1,
+        description="Longer side / shorter side; more -> 422 (from the header).",
     )
     decode_memory_mb: int = Field(
         1024,

@@ -16,6 +16,7 @@ FORBIDDEN = {
     "model_training": {"service"},
     "service": {"model_training", "torch", "torchvision", "timm"},
     "mltag_artifact": {"service", "model_training", "torch", "torchvision", "timm"},
+    "mltag_batch": {"service", "model_training", "torch", "torchvision", "timm"},
 }
 
 

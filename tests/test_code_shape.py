@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = {"mltag_artifact": 30, "model_training": 300, "service": 150}  # with at least
+PACKAGES = {
+    "mltag_artifact": 30,
+    "mltag_batch": 30,
+    "model_training": 300,
+    "service": 150,
+}  # with at least
 MAX_LINES = 60
 
 
