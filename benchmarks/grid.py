@@ -153,7 +153,8 @@ def build_row(name: str, features: Features, size: int) -> Row:
         # What a user does with timm alone: timm's own pooled classifier and timm's ASL.
         model = timm.create_model("efficientnet_lite0", num_classes=num_classes)
         pool, classifier = model.global_pool, model.get_classifier()  # type: ignore[operator]
-        assert isinstance(pool, nn.Module) and isinstance(classifier, nn.Module)
+        assert isinstance(pool, nn.Module)
+        assert isinstance(classifier, nn.Module)
         peer_head: nn.Module = nn.Sequential(pool, classifier)
         asl = AsymmetricLossMultiLabel()
         return Row(peer_head, lambda out, y: asl(out, y.clamp(min=0)), 1.0, False)
