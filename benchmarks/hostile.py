@@ -40,6 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import ROOT, Server, _read_response, pct, photo_like_jpeg, start_server
 
 QUEUE = 256  # the service's default MLTAG_MAX_QUEUE_SIZE
+PHASES = (
+    "baseline", "slow uploads", "header trickle", "huge headers", "decode bombs", "huge JSON"
+)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -342,6 +345,8 @@ def main() -> None:
     parser.add_argument("--phase-s", type=float, default=15.0)
     parser.add_argument("--quick", action="store_true", help="3 s phases, for a smoke test")
     parser.add_argument("--port", type=int, default=8797)
+    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset")
+    parser.add_argument("--no-extras", action="store_true", help="skip single images and drain")
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.phase_s
     photo = photo_like_jpeg(640, 480, 0)
@@ -366,8 +371,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     try:
-        for name in ("baseline", "slow uploads", "header trickle", "huge headers",
-                     "decode bombs", "huge JSON"):  # fmt: skip
+        for name in args.phases.split(","):
             phase = Phase(name)
             asyncio.run(run_phase(server, photo, phase, seconds,
                                   attacks(args.port, seconds, phase, name, inputs)))  # fmt: skip
@@ -378,6 +382,8 @@ def main() -> None:
         server.proc.terminate()
         server.proc.wait(60)
     print(f"\n# server alive after every phase: {alive}")
+    if args.no_extras:
+        return
     work = ROOT / "build" / "hostile"
     work.mkdir(parents=True, exist_ok=True)
     single_images(args.artifact, work)
