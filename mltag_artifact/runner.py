@@ -85,8 +85,8 @@ def choose_providers(requested: str, require_gpu: bool, available: list[str]) ->
 
 def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
     """The options every mltag session uses: full graph optimisation, `intra_op_threads`
-    (0 = one per usable core), one inter-op thread, no busy-wait spinning (it steals the
-    cores that decode images: benchmarks/RESULTS.md)."""
+    (0 = one per usable core), one inter-op thread, no busy-wait spinning (a spinning
+    worker holds a core that image decoding needs)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = intra_op_threads or available_cores()
