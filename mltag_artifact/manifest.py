@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = "1.0"
-SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+# 1.1 adds the optional label hierarchy (`label_info`); 1.0 manifests still load.
+SCHEMA_VERSION = "1.1"
+SUPPORTED_SCHEMA_VERSIONS = frozenset({"1.0", SCHEMA_VERSION})
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -123,6 +124,17 @@ class Evaluation(_Strict):
     notes: str = ""
 
 
+class LabelInfo(_Strict):
+    """What is known about one label beyond its name (schema 1.1; all optional)."""
+
+    parents: list[str] = Field(
+        default_factory=list,
+        description="More general labels of the same model (a cat's parents: feline, animal).",
+    )
+    aliases: list[str] = Field(default_factory=list, description="Other names for the label.")
+    category: str | None = Field(None, description="A coarse group, e.g. 'animals', 'styles'.")
+
+
 class Manifest(_Strict):
     """`manifest.json` of an mltag artifact."""
 
@@ -134,6 +146,9 @@ class Manifest(_Strict):
     labels: list[str] = Field(min_length=1, description="Label names in model output order.")
     thresholds: list[Probability] = Field(
         description="Per-label decision thresholds (calibrated), same order as labels."
+    )
+    label_info: list[LabelInfo] | None = Field(
+        None, description="Per label, in output order: parents, aliases, category (schema 1.1)."
     )
     default_threshold: Probability = 0.5
     preprocessing: Preprocessing
@@ -172,6 +187,24 @@ class Manifest(_Strict):
                 f"thresholds has {len(self.thresholds)} entries but labels has "
                 f"{len(self.labels)}; they must match one to one"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _hierarchy_consistent(self) -> Manifest:
+        if self.label_info is None:
+            return self
+        if len(self.label_info) != len(self.labels):
+            raise ValueError(
+                f"label_info has {len(self.label_info)} entries but labels has "
+                f"{len(self.labels)}; they must match one to one"
+            )
+        known = set(self.labels)
+        for label, info in zip(self.labels, self.label_info, strict=True):
+            unknown = [p for p in info.parents if p not in known]
+            if unknown:
+                raise ValueError(f"label {label!r}: parents {unknown} are not labels of the model")
+            if label in info.parents:
+                raise ValueError(f"label {label!r} is its own parent")
         return self
 
     @property

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import ApiError
 from .pipeline import StateDep
-from .schemas import LabelInfo, LabelsResponse, ModelInfo
+from .schemas import LabelEntry, LabelsResponse, ModelInfo
 
 router = APIRouter()
 
@@ -54,7 +54,7 @@ async def labels(state: StateDep) -> LabelsResponse:
         ),
         default_threshold=m.default_threshold,
         labels=[
-            LabelInfo(index=i, name=name, threshold=t)
+            LabelEntry(index=i, name=name, threshold=t)
             for i, (name, t) in enumerate(zip(m.labels, m.thresholds, strict=True))
         ],
     )

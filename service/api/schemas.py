@@ -112,7 +112,7 @@ class TagResponse(BaseModel):
     results: list[ImageResult]
 
 
-class LabelInfo(BaseModel):
+class LabelEntry(BaseModel):
     index: int
     name: str
     threshold: float
@@ -132,7 +132,7 @@ class ModelInfo(BaseModel):
 class LabelsResponse(BaseModel):
     model: ModelInfo
     default_threshold: float
-    labels: list[LabelInfo]
+    labels: list[LabelEntry]
 
 
 # ---- Open Inference Protocol (KServe v2) request, for the OpenAPI document ----------------

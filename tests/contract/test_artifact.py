@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,36 @@ def test_missing_files_rejected(artifact_copy: Path, tmp_path: Path) -> None:
         load_artifact(artifact_copy)
     with pytest.raises(ArtifactError, match="does not exist"):
         load_artifact(tmp_path / "nowhere")
+
+
+def test_schema_1_0_manifests_still_load(demo_artifact: Artifact) -> None:
+    raw = _raw(demo_artifact)
+    raw["schema_version"] = "1.0"
+    raw.pop("label_info", None)
+    manifest = parse_manifest(json.dumps(raw))
+    assert manifest.schema_version == "1.0" and manifest.label_info is None
+
+
+def _info(parents: dict[str, list[str]], labels: list[str]) -> list[dict[str, Any]]:
+    return [{"parents": parents.get(label, []), "category": "colours"} for label in labels]
+
+
+def test_label_hierarchy_round_trip_and_checks(demo_artifact: Artifact) -> None:
+    raw = _raw(demo_artifact)
+    labels = raw["labels"]  # red, green, blue, yellow, bright, dark
+    raw["label_info"] = _info({"yellow": ["bright"], "red": ["bright"]}, labels)
+    manifest = parse_manifest(json.dumps(raw))
+    assert manifest.label_info is not None
+    assert manifest.label_info[labels.index("yellow")].parents == ["bright"]
+    assert manifest.label_info[0].category == "colours"
+    bad = [
+        ({"red": ["purple"]}, "parents ['purple'] are not labels of the model"),
+        ({"red": ["red"]}, "label 'red' is its own parent"),
+    ]
+    for parents, message in bad:
+        raw["label_info"] = _info(parents, labels)
+        with pytest.raises(ArtifactError, match=re.escape(message)):
+            parse_manifest(json.dumps(raw))
+    raw["label_info"] = _info({}, labels)[:2]
+    with pytest.raises(ArtifactError, match="label_info has 2 entries but labels has 6"):
+        parse_manifest(json.dumps(raw))
