@@ -8,6 +8,7 @@ Needs numpy (and onnxruntime through the runner).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,6 +29,10 @@ class Tagger:
         self.label_index: dict[str, int] = {label: i for i, label in enumerate(self.labels)}
         self.calibrated = np.asarray(self.manifest.thresholds, dtype=np.float32)
         self.calibrated.flags.writeable = False  # shared by every request
+        info = self.manifest.label_info
+        self.parents: list[list[str]] | None = [i.parents for i in info] if info else None
+        self.categories: list[str | None] = [i.category for i in info] if info else []
+        self._ancestors = [self._ancestors_of(i) for i in range(len(self.labels))] if info else []
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(B, *sample_shape) -> (B, C) float32 probabilities."""
@@ -62,3 +67,69 @@ class Tagger:
         if top_k is not None:
             idx = idx[:top_k]
         return [(self.labels[int(i)], float(probs[i])) for i in idx]
+
+    def select(
+        self, probs: np.ndarray, thresholds: np.ndarray, how: Selection | None = None
+    ) -> list[TagResult]:
+        """Tags as `tags` gives them, with the label hierarchy applied: each tag's parents
+        (when the model has a hierarchy); `include_parents` adds every ancestor of a tag,
+        scored as its highest-scoring descendant among the tags (as Rekognition does); then
+        the label and category filters, then top_k."""
+        how = how or Selection()
+        scores = {int(i): float(probs[i]) for i in np.flatnonzero(probs >= thresholds)}
+        if how.include_parents and self._ancestors:
+            for i, score in list(scores.items()):
+                for a in self._ancestors[i]:
+                    scores[a] = max(scores.get(a, 0.0), score)
+        keep = [i for i in scores if self._passes(i, how)]
+        keep.sort(key=lambda i: (-scores[i], i))
+        if how.top_k is not None:
+            keep = keep[: how.top_k]
+        return [
+            TagResult(self.labels[i], scores[i], self.parents[i] if self.parents else None)
+            for i in keep
+        ]
+
+    def _passes(self, i: int, how: Selection) -> bool:
+        label = self.labels[i]
+        if how.include is not None and label not in how.include:
+            return False
+        if how.exclude is not None and label in how.exclude:
+            return False
+        return how.categories is None or (
+            bool(self.categories) and self.categories[i] in how.categories
+        )
+
+    def _ancestors_of(self, index: int) -> list[int]:
+        """Every ancestor of a label (parents, their parents...), each once, nearest first."""
+        assert self.manifest.label_info is not None
+        found: list[int] = []
+        frontier = [index]
+        while frontier:
+            nxt = []
+            for i in frontier:
+                for parent in self.manifest.label_info[i].parents:
+                    p = self.label_index[parent]
+                    if p != index and p not in found:
+                        found.append(p)
+                        nxt.append(p)
+            frontier = nxt
+        return found
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which tags to return beyond the thresholds (all optional)."""
+
+    top_k: int | None = None
+    include_parents: bool = False
+    include: frozenset[str] | None = None  # only these labels
+    exclude: frozenset[str] | None = None  # never these
+    categories: frozenset[str] | None = None  # only labels of these categories
+
+
+@dataclass(frozen=True)
+class TagResult:
+    label: str
+    score: float
+    parents: list[str] | None  # None when the model has no hierarchy

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from mltag_artifact import Artifact, Preprocessing, load_artifact
 from mltag_artifact.preprocess import UNTRUSTED_LIMITS, ImageError, preprocess
@@ -141,8 +140,6 @@ class ImageTagger:
             import ray
 
             artifact = ray.get(artifact)
-        # The service sets Pillow's own bomb guard from its limit too (it errors at twice it).
-        Image.MAX_IMAGE_PIXELS = options.max_pixels
         self.options = options
         self.worker = worker
         self.writer = writer

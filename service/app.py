@@ -1,5 +1,5 @@
-"""`create_app(settings)`: the FastAPI app. The lifespan loads, checks and warms the model and
-starts its batcher; nothing heavy happens at import time."""
+"""`create_app(settings)`: the FastAPI app. The lifespan loads, checks and warms the models and
+starts their batchers (and the repository's polling); nothing heavy happens at import time."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from mltag_artifact.preprocess import DecodeBudget
 from mltag_artifact.runner import available_cores
-from mltag_artifact.tagger import Tagger
 
 from . import __version__
-from .api import info, kserve, tag
+from .api import info, kserve, repository, tag
 from .api.errors import install_error_handlers
 from .api.middleware import ServiceMiddleware
-from .inference.served_model import ServedModel, load_tagger
+from .inference.registry import Loaded, ModelRegistry, load_initial
 from .settings import Settings
 from .state import ServiceState
 from .tuning import tune_malloc, worker_thread_setup
@@ -34,12 +33,12 @@ def decode_thread_count(settings: Settings) -> int:
 
 
 @asynccontextmanager
-async def serving(state: ServiceState, tagger: Tagger | None) -> AsyncIterator[None]:
-    """The app's lifespan: load (unless `tagger` was loaded already), start the served model,
-    ready; on exit drain, stop and release."""
+async def serving(state: ServiceState, preloaded: list[Loaded] | None) -> AsyncIterator[None]:
+    """The app's lifespan: load (unless loaded already), start the served models, ready; on
+    exit drain, stop and release."""
     settings = state.settings
     tune_malloc(settings.malloc_tuning)
-    loaded = tagger if tagger is not None else await asyncio.to_thread(load_tagger, settings)
+    loaded = preloaded if preloaded else await asyncio.to_thread(load_initial, settings)
     decode_pool = ThreadPoolExecutor(
         max_workers=decode_thread_count(settings),
         thread_name_prefix="mltag-decode",
@@ -47,10 +46,15 @@ async def serving(state: ServiceState, tagger: Tagger | None) -> AsyncIterator[N
         initargs=("mltag-decode", settings.decode_nice),
     )
     budget = DecodeBudget(settings.decode_memory_mb * 2**20)  # one for the whole process
-    model = ServedModel(loaded, settings, state.metrics, decode_pool, budget)
-    model.start()
-    model.batcher.on_crash(lambda: state.set_ready(False))  # never "ready" with a dead queue
-    state.model = model
+    registry = ModelRegistry(settings, state.metrics, decode_pool, budget,
+                             on_crash=lambda: state.set_ready(False))  # fmt: skip
+    registry.start(loaded)
+    state.registry = registry
+    poll = None
+    if settings.model_repository is not None and settings.repository_poll_s > 0:
+        poll = asyncio.get_running_loop().create_task(
+            registry.poll_forever(settings.repository_poll_s), name="mltag-repository-poll"
+        )
     # Everything alive now (libraries, app, model) lives until exit: freeze it out of the
     # cyclic GC, whose full passes over it pause the event loop (benchmarks/RESULTS.md,
     # "GC freeze after startup").
@@ -62,17 +66,19 @@ async def serving(state: ServiceState, tagger: Tagger | None) -> AsyncIterator[N
     finally:
         state.begin_drain()
         state.set_ready(False)
-        await model.stop()  # finishes whatever is still queued
+        if poll is not None:
+            poll.cancel()
+        await registry.stop()  # finishes whatever is still queued
         decode_pool.shutdown(wait=False, cancel_futures=True)
         log.info("stopped")
 
 
 def create_app(
     settings: Settings | None = None,
-    tagger: Tagger | None = None,
+    preloaded: list[Loaded] | None = None,
     state: ServiceState | None = None,
 ) -> FastAPI:
-    """The app. Pass `tagger` to hand over a model that `load_tagger` already loaded (mltag-serve
+    """The app. Pass `preloaded` to hand over what `load_initial` already loaded (mltag-serve
     loads before binding the port, for clean errors); otherwise the lifespan loads it. Pass
     `state` to look inside a running app (tests)."""
     settings = settings or (state.settings if state else Settings())
@@ -82,13 +88,14 @@ def create_app(
         version=__version__,
         description="Multilabel image tagging. POST images to /tag; see /labels for the label "
         "set and calibrated thresholds; KServe v2 protocol under /v2.",
-        lifespan=lambda _: serving(app_state, tagger),
+        lifespan=lambda _: serving(app_state, preloaded),
     )
     app.state.mltag = app_state
     install_error_handlers(app)
     app.include_router(tag.router)
     app.include_router(info.router)
     app.include_router(kserve.router)
+    app.include_router(repository.router)
     app.add_middleware(ServiceMiddleware, state=app_state)
     if settings.cors_origins:  # outermost, so refusals (401, 413, 503) carry CORS headers too
         app.add_middleware(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -16,7 +17,6 @@ from pydantic import ValidationError
 
 from mltag_artifact import ArtifactError
 from mltag_artifact.runner import ModelLoadError
-from mltag_artifact.tagger import Tagger
 
 from .logs import configure_logging
 from .settings import Settings
@@ -25,6 +25,7 @@ from .tuning import tune_malloc
 
 if TYPE_CHECKING:
     from .http import HttpLimits
+    from .inference.registry import Loaded
 
 log = logging.getLogger("mltag.serve")
 
@@ -55,6 +56,9 @@ def _add_setting(parser: argparse.ArgumentParser, name: str, field: Any) -> None
     elif typing.get_origin(annotation) is list:
         kwargs["nargs"] = "+"
         kwargs["help"] = help_text.replace("[env", "[space-separated; env (JSON list)")
+    elif typing.get_origin(annotation) is dict:
+        kwargs["type"] = json.loads
+        kwargs["help"] = help_text.replace("[env", "[JSON object; env")
     parser.add_argument(flag, **kwargs)
 
 
@@ -86,7 +90,7 @@ def http_limits(settings: Settings) -> HttpLimits:
     )
 
 
-def _serve(settings: Settings, tagger: Tagger) -> int:
+def _serve(settings: Settings, loaded: list[Loaded]) -> int:
     import uvicorn
 
     from .app import create_app
@@ -117,7 +121,7 @@ def _serve(settings: Settings, tagger: Tagger) -> int:
             return await super().on_tick(counter)
 
     config = uvicorn.Config(
-        create_app(settings, tagger, state),
+        create_app(settings, loaded, state),
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -152,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         print("mltag-serve: invalid settings:\n" + "\n".join(lines), file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    from .inference.served_model import load_tagger
+    from .inference.registry import load_initial
 
     tune_malloc(settings.malloc_tuning)
     t0 = time.perf_counter()
     try:
-        tagger = load_tagger(settings)  # before binding the port: a bad artifact exits cleanly
+        loaded = load_initial(settings)  # before binding the port: a bad artifact exits cleanly
     except (ArtifactError, ModelLoadError) as e:
         print(f"mltag-serve: cannot start:\n{e}", file=sys.stderr)
         return 2
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.host,
         settings.port,
     )
-    return _serve(settings, tagger)
+    return _serve(settings, loaded)
 
 
 if __name__ == "__main__":

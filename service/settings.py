@@ -18,6 +18,26 @@ class Settings(BaseSettings):
 
     # Model
     artifact_dir: Path = Field(Path("models/default"), description="Artifact directory to serve.")
+    model_repository: Path | None = Field(
+        None,
+        description="Serve every model of this repository (DIR/<model>/<version>/, versions"
+        " positive integers) instead of artifact_dir.",
+    )
+    repository_poll_s: float = Field(
+        0.0,
+        ge=0,
+        description="Look for new versions in the repository this often; 0 = only when asked"
+        " (POST /v2/repository/models/{name}/load).",
+    )
+    default_model: str | None = Field(
+        None,
+        description="The model /tag uses without ?model=; unset: the only one, or the first"
+        " by name.",
+    )
+    model_versions: dict[str, int] = Field(
+        default_factory=dict,
+        description='Pinned versions, e.g. {"photo": 2}; a model not listed serves its highest.',
+    )
     provider: Provider = Field(
         "auto", description="ONNX Runtime execution provider; auto = best available, else CPU."
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api.uploads import Uploads
+from .inference.registry import ModelRegistry
 from .inference.served_model import ServedModel
 from .metrics import ServiceMetrics
 from .settings import Settings
@@ -20,7 +21,7 @@ log = logging.getLogger("mltag.state")
 class ServiceState:
     settings: Settings
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
-    model: ServedModel | None = None  # set by the app's lifespan once loaded and started
+    registry: ModelRegistry | None = None  # set by the app's lifespan once loaded and started
     ready: bool = False
     draining: bool = False
     drain_started: float = 0.0
@@ -55,9 +56,13 @@ class ServiceState:
         self.metrics.ready.set(1 if ready and not self.draining else 0)
 
     @property
-    def serving(self) -> ServedModel | None:
-        """The model when requests may use it: loaded, warmed, not draining."""
-        return self.model if self.ready and not self.draining else None
+    def serving(self) -> ModelRegistry | None:
+        """The models when requests may use them: loaded, warmed, not draining."""
+        return self.registry if self.ready and not self.draining else None
+
+    @property
+    def default_model(self) -> ServedModel | None:
+        return self.registry.default if self.registry is not None else None
 
     def begin_drain(self) -> None:
         """Stop admitting work: /readyz turns 503, new requests get 503, accepted ones finish."""
@@ -71,7 +76,7 @@ class ServiceState:
         """True once nothing accepted is left, or the drain timeout has passed."""
         if not self.draining:
             return False
-        idle = self.in_flight == 0 and (self.model is None or self.model.idle)
+        idle = self.in_flight == 0 and (self.registry is None or self.registry.idle)
         timed_out = time.monotonic() - self.drain_started > self.settings.drain_timeout_s
         if timed_out and not idle:
             log.warning("drain timeout: %d requests still in flight", self.in_flight)

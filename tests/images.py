@@ -10,6 +10,7 @@ from PIL import Image
 RED = (220, 20, 30)
 GREEN = (20, 200, 40)
 BLUE = (20, 30, 220)
+YELLOW = (240, 230, 30)
 
 
 def encode(im: Image.Image, fmt: str, **kwargs: object) -> bytes:

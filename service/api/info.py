@@ -6,6 +6,9 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mltag_artifact import LabelInfo
+
+from ..inference.registry import ModelNotFoundError
 from .errors import ApiError
 from .pipeline import StateDep
 from .schemas import LabelEntry, LabelsResponse, ModelInfo
@@ -33,18 +36,27 @@ async def readyz(state: StateDep) -> JSONResponse:
 @router.get(
     "/labels",
     response_model=LabelsResponse,
+    response_model_exclude_none=True,  # hierarchy fields only where the model has them
     tags=["model"],
     summary="Labels in output order with calibrated thresholds, and model metadata",
 )
-async def labels(state: StateDep) -> LabelsResponse:
-    if state.model is None:
+async def labels(
+    state: StateDep, model: str | None = None, version: str | None = None
+) -> LabelsResponse:
+    """`?model=NAME` (and `&version=V`) for another than the default model."""
+    if state.registry is None:
         raise ApiError(503, "not_ready", "the model is not loaded yet")
-    tagger = state.model.tagger
+    try:
+        served = state.registry.resolve(model, version)
+    except ModelNotFoundError as e:
+        raise ApiError(404, "model_not_found", str(e)) from None
+    tagger = served.tagger
     m = tagger.manifest
+    info: list[LabelInfo | None] = [*m.label_info] if m.label_info else [None] * len(m.labels)
     return LabelsResponse(
         model=ModelInfo(
-            name=m.name,
-            version=m.version,
+            name=served.name,
+            version=served.version,
             description=m.description,
             created_at=m.created_at.isoformat(),
             architecture=m.architecture.model_dump(),
@@ -54,8 +66,15 @@ async def labels(state: StateDep) -> LabelsResponse:
         ),
         default_threshold=m.default_threshold,
         labels=[
-            LabelEntry(index=i, name=name, threshold=t)
-            for i, (name, t) in enumerate(zip(m.labels, m.thresholds, strict=True))
+            LabelEntry(
+                index=i,
+                name=name,
+                threshold=t,
+                parents=extra.parents if extra else None,
+                aliases=extra.aliases if extra else None,
+                category=extra.category if extra else None,
+            )
+            for i, (name, t, extra) in enumerate(zip(m.labels, m.thresholds, info, strict=True))
         ],
     )
 
@@ -68,5 +87,4 @@ async def labels(state: StateDep) -> LabelsResponse:
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
 )
 async def metrics(state: StateDep) -> Response:
-    state.metrics.queue_depth.set(state.model.batcher.queue_depth if state.model else 0)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

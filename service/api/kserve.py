@@ -15,15 +15,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from .. import __version__
+from ..inference.registry import ModelNotFoundError
 from ..inference.served_model import ServedModel
 from ..state import ServiceState
 from .errors import ApiError
 from .pipeline import (
-    ReadyModelDep,
     RequestGuard,
     StateDep,
     admitted,
     infer_samples,
+    ready_model,
     request_deadline,
 )
 from .schemas import InferRequest, inline_schema
@@ -32,20 +33,6 @@ router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 
 _DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
 _HEADER_LENGTH = "Inference-Header-Content-Length"
-
-
-def _check_model(model: ServedModel, name: str, version: str | None = None) -> None:
-    m = model.tagger.manifest
-    if name != m.name:
-        raise ApiError(
-            404, "model_not_found", f"unknown model {name!r}; this server serves {m.name!r}"
-        )
-    if version is not None and version != m.version:
-        raise ApiError(
-            404,
-            "model_not_found",
-            f"unknown version {version!r} of {name!r}; serving {m.version!r}",
-        )
 
 
 @router.get("", summary="Server metadata")
@@ -67,8 +54,8 @@ async def health_ready(state: StateDep) -> JSONResponse:
 def _metadata(model: ServedModel) -> dict[str, Any]:
     m = model.tagger.manifest
     return {
-        "name": m.name,
-        "versions": [m.version],
+        "name": model.name,
+        "versions": [model.version],
         "platform": "onnxruntime_onnx",
         "inputs": [
             {
@@ -83,15 +70,13 @@ def _metadata(model: ServedModel) -> dict[str, Any]:
 
 
 @router.get("/models/{name}", summary="Model metadata")
-async def model_metadata(name: str, model: ReadyModelDep) -> dict[str, Any]:
-    _check_model(model, name)
-    return _metadata(model)
+async def model_metadata(name: str, request: Request) -> dict[str, Any]:
+    return _metadata(ready_model(request, name))
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata (versioned)")
-async def model_metadata_version(name: str, version: str, model: ReadyModelDep) -> dict[str, Any]:
-    _check_model(model, name, version)
-    return _metadata(model)
+async def model_metadata_version(name: str, version: str, request: Request) -> dict[str, Any]:
+    return _metadata(ready_model(request, name, version))
 
 
 @router.get("/models/{name}/ready", summary="Model ready (503 while loading or draining)")
@@ -105,8 +90,13 @@ async def model_ready_version(name: str, version: str, state: StateDep) -> JSONR
 
 
 def _model_ready(state: ServiceState, name: str, version: str | None) -> JSONResponse:
-    if state.model is not None:
-        _check_model(state.model, name, version)
+    """Per model: 404 when not served (an unknown name, or an unloaded model), else 200 when
+    the service is ready, 503 while it loads or drains."""
+    if state.registry is not None:
+        try:
+            state.registry.resolve(name, version)
+        except ModelNotFoundError as e:
+            raise ApiError(404, "model_not_found", str(e)) from None
     ready = state.ready and not state.draining
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
@@ -264,13 +254,17 @@ async def _infer(request: Request, model: ServedModel) -> Response:
     probs = np.stack(rows).astype(np.float32)
     if not np.all(np.isfinite(probs)):
         raise ApiError(500, "model_error", "the model returned non-finite scores")
-    model.metrics.images.labels("ok").inc(len(rows))
+    model.metrics.images_ok.inc(len(rows))
     out: dict[str, Any] = {
         "name": m.onnx.output_name,
         "datatype": "FP32",
         "shape": list(probs.shape),
     }
-    result: dict[str, Any] = {"model_name": m.name, "model_version": m.version, "outputs": [out]}
+    result: dict[str, Any] = {
+        "model_name": model.name,
+        "model_version": model.version,
+        "outputs": [out],
+    }
     if "id" in doc:
         result["id"] = doc["id"]
     if binary_out:
@@ -305,9 +299,8 @@ _INFER_BODY: dict[str, Any] = {
 @router.post(
     "/models/{name}/infer", summary="Inference on preprocessed tensors", openapi_extra=_INFER_BODY
 )
-async def infer(name: str, request: Request, model: ReadyModelDep) -> Response:
-    _check_model(model, name)
-    return await _infer(request, model)
+async def infer(name: str, request: Request) -> Response:
+    return await _infer(request, ready_model(request, name))
 
 
 @router.post(
@@ -315,8 +308,5 @@ async def infer(name: str, request: Request, model: ReadyModelDep) -> Response:
     summary="Inference (versioned)",
     openapi_extra=_INFER_BODY,
 )
-async def infer_version(
-    name: str, version: str, request: Request, model: ReadyModelDep
-) -> Response:
-    _check_model(model, name, version)
-    return await _infer(request, model)
+async def infer_version(name: str, version: str, request: Request) -> Response:
+    return await _infer(request, ready_model(request, name, version))

@@ -14,10 +14,13 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..inference.admission import AdmissionClosedError, QueueFullError, Reservation
+from ..inference.registry import ModelNotFoundError
+from ..inference.served_model import ServedModel
 from ..state import ServiceState
 from .errors import DRAINING, BodyTooLargeError, error_bytes, queue_full_message
 from .uploads import Upload
@@ -35,7 +38,9 @@ OPEN_PATHS = PROBE_PATHS | DOC_PATHS
 KNOWN_PATHS = OPEN_PATHS | {"/tag", "/labels", "/v2"}
 _QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})  # not in the access log
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_INFER_PATH = re.compile(r"^/(tag|v2/models/[^/]+(/versions/[^/]+)?/infer)$")
+_INFER_PATH = re.compile(
+    r"^/(?:tag|v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer)$"
+)
 _CLOSE = (b"connection", b"close")
 
 
@@ -99,9 +104,12 @@ class ServiceMiddleware:
         finally:
             if req.upload is not None:
                 req.upload.close()
-            held: Reservation | None = scope["state"].get("reservation")
-            if held is not None and self.state.model is not None:
-                self.state.model.admission.release(held)  # room the endpoint did not use
+            model: ServedModel | None = scope["state"].get("model")
+            if model is not None:
+                held: Reservation | None = scope["state"].get("reservation")
+                if held is not None:
+                    model.admission.release(held)  # room the endpoint did not use
+                model.release()
             if tracked:
                 self.state.track(-1)
             self._observe(scope, req)
@@ -139,19 +147,29 @@ class ServiceMiddleware:
                 f"request body of {int(length)} bytes exceeds the limit of "
                 f"{settings.max_body_bytes} bytes", "too_large", [_CLOSE],
             )  # fmt: skip
-        if req.method == "POST" and _INFER_PATH.match(req.path):
-            return self._admit(scope)
+        if req.method == "POST" and (target := _INFER_PATH.match(req.path)):
+            return self._admit(scope, target)
         return None
 
-    def _admit(self, scope: Scope) -> Refusal | None:
+    def _admit(self, scope: Scope, target: re.Match[str]) -> Refusal | None:
         """Admission at arrival, before the body is read or parsed: under overload the event
         loop is the scarce resource, and a 429 must stay cheap and fast. The slot is held
         through the upload, so a request admitted here is not refused later (the endpoint
         resizes it to the request's image count). An unread body is discarded by the server;
-        the connection stays usable."""
-        model = self.state.model
+        the connection stays usable. The request holds the model version it resolves to here
+        until it ends (a new version swapped in meanwhile serves only later requests)."""
+        name, version = target.group("name"), target.group("version")
+        query = scope.get("query_string", b"")
+        if name is None and (b"model=" in query or b"version=" in query):
+            params = parse_qs(query.decode("latin-1"))
+            name, version = params.get("model", [None])[0], params.get("version", [None])[0]
+        registry = self.state.registry
+        try:
+            model = registry.resolve(name, version) if registry is not None else None
+        except ModelNotFoundError:
+            model = None
         if model is None:
-            return None  # not loaded yet: the endpoint answers 503 not_ready
+            return None  # the endpoint answers: 503 not_ready or 404 model_not_found
         try:
             held = model.admission.reserve_upload()
         except QueueFullError as e:
@@ -160,6 +178,8 @@ class ServiceMiddleware:
             return Refusal(429, "queue_full", message, "queue_full", [retry])
         except AdmissionClosedError:
             return Refusal(503, "draining", DRAINING, "draining", [_CLOSE, (b"retry-after", b"1")])
+        model.acquire()
+        scope["state"]["model"] = model
         if held is not None:
             scope["state"]["reservation"] = held
         return None

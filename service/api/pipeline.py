@@ -20,6 +20,7 @@ from mltag_artifact.preprocess import ImageError
 from ..inference.admission import AdmissionClosedError, QueueFullError, Reservation
 from ..inference.batcher import BatcherClosedError, DeadlineExceededError
 from ..inference.decoder import Decoded
+from ..inference.registry import ModelNotFoundError
 from ..inference.served_model import ServedModel
 from ..state import ServiceState
 from .errors import DRAINING, ApiError, queue_full_message
@@ -37,21 +38,24 @@ async def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def ready_model(request: Request) -> ServedModel:
-    """The served model, or 503 while loading or draining."""
+def ready_model(
+    request: Request, name: str | None = None, version: str | None = None
+) -> ServedModel:
+    """The version serving model `name` (the default model when None): the one the request
+    resolved when it was admitted, if it was; 503 while loading or draining, 404 when there
+    is no such model or version."""
     state: ServiceState = request.app.state.mltag
-    model = state.serving
-    if model is None:
+    registry = state.serving
+    if registry is None:
         state.metrics.rejected.labels("not_ready").inc()
         raise ApiError(503, "not_ready", "the model is not ready (loading or shutting down)")
-    return model
-
-
-async def get_ready_model(request: Request) -> ServedModel:
-    return ready_model(request)
-
-
-ReadyModelDep = Annotated[ServedModel, Depends(get_ready_model)]
+    held: ServedModel | None = request.scope["state"].get("model")
+    if held is not None:
+        return held
+    try:
+        return registry.resolve(name, version)
+    except ModelNotFoundError as e:
+        raise ApiError(404, "model_not_found", str(e)) from None
 
 
 def _metrics(request: Request) -> Any:

@@ -58,6 +58,12 @@ class TagOptions(BaseModel):
     timeout_ms: float | None = Field(
         None, gt=0, description="Shorten the server's deadline for this request."
     )
+    include_parents: bool = Field(
+        False, description="Add each tag's ancestors (score: their best descendant's)."
+    )
+    include_labels: list[str] | None = Field(None, description="Return only these labels.")
+    exclude_labels: list[str] | None = Field(None, description="Never return these labels.")
+    categories: list[str] | None = Field(None, description="Only labels of these categories.")
 
 
 class TagQuery(BaseModel):
@@ -74,6 +80,14 @@ class TagQuery(BaseModel):
     )
     all_scores: bool = Field(False, description="Also return every label's score.")
     timeout_ms: float | None = Field(None, gt=0, description="Shorten the server deadline.")
+    model: str | None = Field(None, description="The model to use (default: the default model).")
+    version: str | None = Field(None, description="Must be the version serving `model`.")
+    include_parents: bool = Field(
+        False, description="Add each tag's ancestors (score: their best descendant's)."
+    )
+    include_labels: str | None = Field(None, description="Only these labels, comma-separated.")
+    exclude_labels: str | None = Field(None, description="Never these labels, comma-separated.")
+    categories: str | None = Field(None, description="Only these categories, comma-separated.")
 
 
 class ImageIn(BaseModel):
@@ -90,6 +104,9 @@ class TagJsonRequest(TagOptions):
 class Tag(BaseModel):
     label: str
     score: Score
+    parents: list[str] | None = Field(
+        None, description="More general labels (only from models with a hierarchy)."
+    )
 
 
 class ImageResult(BaseModel):
@@ -116,6 +133,9 @@ class LabelEntry(BaseModel):
     index: int
     name: str
     threshold: float
+    parents: list[str] | None = Field(None, description="More general labels, when known.")
+    aliases: list[str] | None = None
+    category: str | None = None
 
 
 class ModelInfo(BaseModel):

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from mltag_artifact.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
-from mltag_artifact.tagger import Tagger
+from mltag_artifact.tagger import Selection, Tagger, TagResult
 
 from ..inference.decoder import Decoded
 from ..inference.served_model import ServedModel
@@ -71,25 +72,39 @@ def _parse_thresholds(raw: str | None) -> dict[str, Any] | None:
     return value
 
 
-def _check_labels(tagger: Tagger, thresholds: dict[str, float] | None) -> None:
-    """Threshold overrides name known labels, at most one each: the map is bounded by the
-    label count before anything iterates over it."""
-    if not thresholds:
+def _check_options(tagger: Tagger, options: TagOptions) -> None:
+    """Threshold overrides and label filters name known labels, at most one each (bounded by
+    the label count before anything iterates over them); categories are the model's."""
+    for field in ("thresholds", "include_labels", "exclude_labels"):
+        _check_labels(tagger, getattr(options, field), field)
+    if options.categories:
+        known = {c for c in tagger.categories if c is not None}
+        unknown = sorted(set(options.categories) - known)
+        if unknown:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"unknown categories {unknown[:5]}; the model's are {sorted(known)[:50]}",
+            )
+
+
+def _check_labels(tagger: Tagger, names: Collection[str] | None, field: str) -> None:
+    if not names:
         return
-    if len(thresholds) > len(tagger.labels):
+    if len(names) > len(tagger.labels):
         raise ApiError(
             422,
             "invalid_request",
-            f"thresholds has {len(thresholds)} entries; the model has {len(tagger.labels)} labels",
+            f"{field} has {len(names)} entries; the model has {len(tagger.labels)} labels",
         )
-    unknown = tagger.unknown_labels(thresholds)
+    unknown = tagger.unknown_labels(names)
     if unknown:
         shown = ", ".join(repr(u[:64]) for u in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise ApiError(
             422,
             "unknown_label",
-            f"unknown label(s) in thresholds: {shown}{more}; GET /labels lists the model's labels",
+            f"unknown label(s) in {field}: {shown}{more}; GET /labels lists the model's labels",
         )
 
 
@@ -158,7 +173,7 @@ def _parse_json_request(body: bytes, query: TagOptions, tagger: Tagger) -> tuple
         if e.errors()[0]["type"] == "json_invalid":
             raise ApiError(400, "invalid_json", f"malformed JSON: {e.errors()[0]['msg']}") from None
         raise ApiError(422, "invalid_request", _first_error(e)) from None
-    _check_labels(tagger, parsed.thresholds)
+    _check_labels(tagger, parsed.thresholds, "thresholds")
     given = parsed.model_dump(exclude={"images"}, exclude_unset=True)
     options = query.model_copy(update=given)
     payloads = [_decode_b64(img.b64, i) for i, img in enumerate(parsed.images)]
@@ -226,8 +241,9 @@ async def tag(request: Request) -> JSONResponse:
     # per-parameter solving costs event-loop time on every request (benchmarks/RESULTS.md,
     # "A leaner /tag request path").
     # Admission: the middleware reserved one slot when the request arrived, before its body.
-    model = ready_model(request)
-    options = _parse_query(request)
+    query = _query(request)
+    model = ready_model(request, query.model, query.version)
+    options = _options_of(query)
     guard = RequestGuard(
         request, request_deadline(request, options.timeout_ms), options.timeout_ms is not None
     )
@@ -243,14 +259,20 @@ async def tag(request: Request) -> JSONResponse:
     return _respond(model, upload, decoded, probs)
 
 
-def _parse_query(request: Request) -> TagOptions:
-    query = _query(request)
+def _options_of(query: TagQuery) -> TagOptions:
+    def names(text: str | None) -> list[str] | None:
+        return [n.strip() for n in text.split(",") if n.strip()] if text is not None else None
+
     return _options(
         top_k=query.top_k,
         min_score=query.min_score,
         thresholds=_parse_thresholds(query.thresholds),
         all_scores=query.all_scores,
         timeout_ms=query.timeout_ms,
+        include_parents=query.include_parents,
+        include_labels=names(query.include_labels),
+        exclude_labels=names(query.exclude_labels),
+        categories=names(query.categories),
     )
 
 
@@ -296,7 +318,7 @@ def _check(model: ServedModel, upload: Upload) -> None:
         )
     if len(upload.payloads) == 1 and not upload.payloads[0]:
         raise ApiError(400, "empty_body", "the image is empty (0 bytes)")
-    _check_labels(model.tagger, upload.options.thresholds)  # again: cheap, bounded above
+    _check_options(model.tagger, upload.options)  # cheap: bounded by the label count
 
 
 def _respond(
@@ -306,14 +328,15 @@ def _respond(
     probs: list[np.ndarray],
 ) -> JSONResponse:
     """One result per image, in order; a lone bad image is the request's own error."""
-    images = model.metrics.images
+    metrics = model.metrics
     if len(decoded) == 1 and isinstance(decoded[0], ImageError):
-        images.labels("error").inc()
+        metrics.images_error.inc()
         raise image_error(decoded[0])
     ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
     by_index = dict(zip(ok, probs, strict=True))
     tagger, options = model.tagger, upload.options
     thr = tagger.thresholds(options.min_score, options.thresholds)
+    how = _selection(options)
     results: list[dict[str, Any]] = []
     n_err = 0
     for i, item in enumerate(decoded):
@@ -332,14 +355,34 @@ def _respond(
                 "message": "the model returned no valid score",
             }
         else:
-            tags = tagger.tags(p, thr, options.top_k)
-            result["tags"] = [{"label": lab, "score": score} for lab, score in tags]
+            result["tags"] = [_tag(t) for t in tagger.select(p, thr, how)]
             if options.all_scores:
                 result["scores"] = dict(zip(tagger.labels, map(float, p), strict=True))
         n_err += result["error"] is not None
         results.append(result)
-    images.labels("ok").inc(len(decoded) - n_err)
+    metrics.images_ok.inc(len(decoded) - n_err)
     if n_err:
-        images.labels("error").inc(n_err)
-    m = tagger.manifest
-    return JSONResponse({"model": {"name": m.name, "version": m.version}, "results": results})
+        metrics.images_error.inc(n_err)
+    return JSONResponse(
+        {"model": {"name": model.name, "version": model.version}, "results": results}
+    )
+
+
+def _selection(options: TagOptions) -> Selection:
+    def frozen(names: list[str] | None) -> frozenset[str] | None:
+        return frozenset(names) if names is not None else None
+
+    return Selection(
+        top_k=options.top_k,
+        include_parents=options.include_parents,
+        include=frozen(options.include_labels),
+        exclude=frozen(options.exclude_labels),
+        categories=frozen(options.categories),
+    )
+
+
+def _tag(t: TagResult) -> dict[str, Any]:
+    tag: dict[str, Any] = {"label": t.label, "score": t.score}
+    if t.parents is not None:  # only models with a hierarchy say anything about parents
+        tag["parents"] = t.parents
+    return tag

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..metrics import ServiceMetrics
+from ..metrics import ModelMetrics
 
 log = logging.getLogger("mltag.batcher")
 T = TypeVar("T")
@@ -57,7 +57,7 @@ class DynamicBatcher:
         run_batch: Callable[[np.ndarray], np.ndarray],
         max_batch_size: int,
         max_delay_s: float,
-        metrics: ServiceMetrics | None = None,
+        metrics: ModelMetrics | None = None,
         thread_initializer: Callable[[], None] | None = None,
         wait_for_decoding: bool = False,
         incoming: Callable[[], int] = _nothing_incoming,

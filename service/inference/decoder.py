@@ -20,7 +20,7 @@ import numpy as np
 from mltag_artifact import Preprocessing
 from mltag_artifact.preprocess import DecodeBudget, DecodeLimits, ImageError, preprocess
 
-from ..metrics import ServiceMetrics
+from ..metrics import ModelMetrics
 
 T = TypeVar("T")
 Decoded = np.ndarray | ImageError
@@ -33,7 +33,7 @@ class Decoder:
         prep: Preprocessing,
         limits: DecodeLimits,
         budget: DecodeBudget,
-        metrics: ServiceMetrics,
+        metrics: ModelMetrics,
         on_done: Callable[[], None],
     ) -> None:
         self._pool = pool

@@ -4,11 +4,11 @@ starts; requests only read it."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
-
-from PIL import Image
+from pathlib import Path
 
 from mltag_artifact import load_artifact
 from mltag_artifact.preprocess import DecodeBudget, DecodeLimits
@@ -33,12 +33,12 @@ def decode_limits(settings: Settings) -> DecodeLimits:
     )
 
 
-def load_tagger(settings: Settings) -> Tagger:
-    """Validate the artifact, create its session, warm it up (blocking; raises ArtifactError
-    or ModelLoadError with a message naming the problem)."""
-    # Pillow's own decompression-bomb guard follows our limit (it errors at twice this).
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
-    artifact = load_artifact(settings.artifact_dir)
+def load_tagger(settings: Settings, directory: Path | None = None) -> Tagger:
+    """Validate the artifact in `directory` (default: the settings' artifact_dir), create its
+    session, warm it up (blocking; raises ArtifactError or ModelLoadError with a message naming
+    the problem)."""
+    directory = directory or settings.artifact_dir
+    artifact = load_artifact(directory)
     # ONNX Runtime's worker threads inherit the priority of the thread creating the session.
     with ThreadPoolExecutor(
         1, initializer=worker_thread_setup, initargs=("mltag-model", settings.model_nice)
@@ -54,16 +54,15 @@ def load_tagger(settings: Settings) -> Tagger:
     m = artifact.manifest
     log.info(
         "loaded %s %s (%d labels) from %s on %s",
-        m.name,
-        m.version,
-        len(m.labels),
-        settings.artifact_dir,
-        runner.provider,
-    )
+        m.name, m.version, len(m.labels), directory, runner.provider,
+    )  # fmt: skip
     return Tagger(artifact, runner)
 
 
 class ServedModel:
+    """`name` and `version` are how clients address it: the repository's folder names, or
+    the manifest's name and version for a single artifact."""
+
     def __init__(
         self,
         tagger: Tagger,
@@ -71,15 +70,19 @@ class ServedModel:
         metrics: ServiceMetrics,
         decode_pool: ThreadPoolExecutor,
         decode_budget: DecodeBudget,
+        name: str | None = None,
+        version: str | None = None,
     ) -> None:
         self.tagger = tagger
         self.settings = settings
-        self.metrics = metrics
+        self.name = name or tagger.manifest.name
+        self.version = version or tagger.manifest.version
+        self.metrics = metrics.for_model(self.name, self.version, tagger.runner.provider)
         self.batcher = DynamicBatcher(
             tagger.run,
             max_batch_size=settings.max_batch_size,
             max_delay_s=settings.max_delay_ms / 1000.0,
-            metrics=metrics,
+            metrics=self.metrics,
             thread_initializer=functools.partial(
                 worker_thread_setup, "mltag-model", settings.model_nice
             ),
@@ -91,7 +94,7 @@ class ServedModel:
             tagger.manifest.preprocessing,
             decode_limits(settings),
             decode_budget,
-            metrics,
+            self.metrics,
             on_done=self.batcher.nudge,
         )
         self.admission = Admission(
@@ -100,21 +103,27 @@ class ServedModel:
             queued=lambda: self.batcher.queue_depth,
             batch_seconds=lambda: self.batcher.batch_seconds,
         )
-        metrics.model_info.info(
-            {
-                "name": tagger.manifest.name,
-                "version": tagger.manifest.version,
-                "provider": tagger.runner.provider,
-            }
-        )
+        self._leases = 0  # requests that resolved to this version and have not ended
+        self._unleased = asyncio.Event()
+        self._unleased.set()
 
     def _incoming(self) -> int:
         return self.decoder.in_progress
 
     @property
     def idle(self) -> bool:
-        """Nothing admitted, queued or running."""
-        return self.admission.idle and self.batcher.idle
+        """Nothing admitted, queued or running, and no request holding it."""
+        return self._leases == 0 and self.admission.idle and self.batcher.idle
+
+    def acquire(self) -> None:
+        """A request will use this version until `release`: it is not stopped meanwhile."""
+        self._leases += 1
+        self._unleased.clear()
+
+    def release(self) -> None:
+        self._leases -= 1
+        if self._leases == 0:
+            self._unleased.set()
 
     def can_run_alone(self, reservation: Reservation) -> bool:
         """The request holding `reservation` is the only work in the service: its lone image
@@ -130,3 +139,10 @@ class ServedModel:
         """Admit nothing more; finish what is queued."""
         self.admission.close()
         await self.batcher.stop()
+
+    async def retire(self) -> None:
+        """Replaced by another version: wait for the requests that resolved to this one (they
+        finish here), then stop and drop its metrics' series."""
+        await self._unleased.wait()
+        await self.stop()
+        self.metrics.forget()

@@ -24,15 +24,6 @@ MAX_PIXELS = 300_000
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-@pytest.fixture(scope="package", autouse=True)
-def _pillow_pixel_limit() -> Iterator[None]:
-    """The tagger (like the service) sets Pillow's process-wide bomb limit from its own; put
-    it back so the low limit used here does not leak into other packages' tests."""
-    saved = Image.MAX_IMAGE_PIXELS
-    yield
-    Image.MAX_IMAGE_PIXELS = saved
-
-
 def _rgba() -> bytes:
     im = Image.new("RGBA", (80, 60), (*BLUE, 0))
     im.paste(Image.new("RGBA", (40, 60), (*RED, 255)), (0, 0))

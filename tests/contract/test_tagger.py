@@ -53,3 +53,33 @@ def test_run_gives_probabilities(tagger: Tagger) -> None:
     probs = tagger.run(batch)
     assert probs.shape == (2, len(tagger.labels))
     assert probs.dtype == np.float32 and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_select_walks_the_hierarchy(demo_artifact: Artifact) -> None:
+    """Ancestors transitively (yellow -> bright -> dark here, for the test's sake), scored by
+    their best descendant; filters and top_k after."""
+    from mltag_artifact import LabelInfo
+    from mltag_artifact.tagger import Selection
+
+    info = [LabelInfo() for _ in demo_artifact.manifest.labels]
+    labels = demo_artifact.manifest.labels
+    info[labels.index("yellow")] = LabelInfo(parents=["bright"], category="hue")
+    info[labels.index("bright")] = LabelInfo(parents=["dark"], category="tone")
+    manifest = demo_artifact.manifest.model_copy(update={"label_info": info})
+    artifact = Artifact(demo_artifact.directory, manifest)
+    tagger = Tagger(artifact, ModelRunner(artifact, "cpu"))
+    probs = np.zeros(len(labels), dtype=np.float32)
+    probs[labels.index("yellow")] = 0.9
+    probs[labels.index("red")] = 0.6
+    thr = np.full(len(labels), 0.5, dtype=np.float32)
+    got = [
+        (t.label, round(t.score, 2))
+        for t in tagger.select(probs, thr, Selection(include_parents=True))
+    ]
+    assert got == [("yellow", 0.9), ("bright", 0.9), ("dark", 0.9), ("red", 0.6)]
+    tone = tagger.select(
+        probs, thr, Selection(include_parents=True, categories=frozenset({"tone"}))
+    )
+    assert [t.label for t in tone] == ["bright"]
+    assert [t.label for t in tagger.select(probs, thr, Selection(top_k=1))] == ["yellow"]
+    assert tagger.select(probs, thr)[0].parents == ["bright"]

@@ -369,10 +369,10 @@ def test_metrics_exported(client: TestClient) -> None:
         "mltag_queue_wait_seconds_bucket",
         "mltag_inference_duration_seconds_bucket",
         "mltag_decode_duration_seconds_bucket",
-        "mltag_queue_depth 0.0",
-        'mltag_images_processed_total{outcome="ok"} 1.0',
+        'mltag_queue_depth{model="colour-demo",version="1.0.0"} 0.0',
+        'mltag_images_processed_total{model="colour-demo",outcome="ok",version="1.0.0"} 1.0',
         'mltag_requests_rejected_total{reason="queue_full"} 0.0',
-        'mltag_model_info{name="colour-demo",provider="CPUExecutionProvider",version="1.0.0"}',
+        'mltag_model_info{model="colour-demo",provider="CPUExecutionProvider",version="1.0.0"}',
         "mltag_ready 1.0",
     ):
         assert needle in text, needle
@@ -399,16 +399,18 @@ def test_concurrent_requests_are_batched_and_mapped_back(make_client: ClientFact
 
 
 def _sample(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not found")
+    """The sum of a metric's series (they carry model and version labels)."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith((name + " ", name + "{"))]  # fmt: skip
+    if not values:
+        raise AssertionError(f"{name} not found")
+    return sum(values)
 
 
 @contextmanager
 def model_on_hold(client: TestClient) -> Iterator[threading.Event]:
     """Hold the real model's runs until the event is set (to fill the queue on purpose)."""
-    batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
+    batcher = client.app.state.mltag.default_model.batcher  # type: ignore[attr-defined]
     gate = threading.Event()
     real_run = batcher._run_batch
 
@@ -439,7 +441,7 @@ def _wait_for(predicate: Any, timeout: float = 10) -> None:
 def test_queue_full_is_429_with_retry_after(make_client: ClientFactory) -> None:
     settings = {"max_queue_size": 4, "max_images_per_request": 4, "max_batch_size": 1}
     with make_client(**settings) as client, model_on_hold(client) as gate:
-        batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.mltag.default_model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(2) as pool:
             running = pool.submit(_post_red, client)  # in the (held) model
             _wait_for(lambda: batcher.running)
@@ -465,7 +467,7 @@ def test_full_queue_sheds_before_the_body_is_parsed(make_client: ClientFactory) 
     bad_json = {"content": b"{not json", "headers": {"Content-Type": "application/json"}}
     with make_client(**settings) as client, model_on_hold(client) as gate:
         assert client.post("/tag", **bad_json).status_code == 400  # room: parsed, refused
-        batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.mltag.default_model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(2) as pool:
             running = pool.submit(_post_red, client)
             _wait_for(lambda: batcher.running)
@@ -484,7 +486,7 @@ def test_full_queue_sheds_before_the_body_is_parsed(make_client: ClientFactory) 
 def test_request_larger_than_the_room_left_is_429(make_client: ClientFactory) -> None:
     settings = {"max_queue_size": 4, "max_images_per_request": 4, "max_batch_size": 1}
     with make_client(**settings) as client, model_on_hold(client) as gate:
-        batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.mltag.default_model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(3) as pool:
             running = pool.submit(_post_red, client)
             _wait_for(lambda: batcher.running)
@@ -501,7 +503,7 @@ def test_request_larger_than_the_room_left_is_429(make_client: ClientFactory) ->
 
 def test_deadline_passes_while_queued_is_504(make_client: ClientFactory) -> None:
     with make_client(max_batch_size=1) as client, model_on_hold(client) as gate:
-        batcher = client.app.state.mltag.model.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.mltag.default_model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(_post_red, client)
             _wait_for(lambda: batcher.running)
@@ -607,7 +609,10 @@ def test_openapi_describes_the_real_api(client: TestClient) -> None:
     assert set(body) == {"multipart/form-data", "image/*", "application/json"}
     assert "$ref" not in json.dumps(body)  # inlined: resolvable by any OpenAPI tool
     params = {p["name"] for p in spec["paths"]["/tag"]["post"]["parameters"]}
-    assert params == {"top_k", "min_score", "thresholds", "all_scores", "timeout_ms"}
+    assert params == {
+        "top_k", "min_score", "thresholds", "all_scores", "timeout_ms", "model", "version",
+        "include_parents", "include_labels", "exclude_labels", "categories",
+    }  # fmt: skip
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         infer = spec["paths"][path]["post"]["requestBody"]["content"]
         assert set(infer) == {"application/json", "application/octet-stream"}

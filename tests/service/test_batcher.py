@@ -52,6 +52,9 @@ def sample(v: float) -> np.ndarray:
     return np.array([v], dtype=np.float32)
 
 
+M = {"model": "m", "version": "1"}  # the labels of `for_model("m", "1", ...)`
+
+
 def far() -> float:
     return time.monotonic() + 30
 
@@ -175,9 +178,10 @@ def test_queue_full_rejects_whole_request() -> None:
 def test_expired_deadline_is_not_computed() -> None:
     model = RecordingModel(delay_s=0.2)
     metrics = ServiceMetrics()
+    labelled = metrics.for_model("m", "1", "cpu")
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=1, max_delay_s=0, metrics=metrics)
+        b = DynamicBatcher(model, max_batch_size=1, max_delay_s=0, metrics=labelled)
         b.start()
         slow = b.submit([sample(1)], far())
         await asyncio.sleep(0.02)
@@ -235,19 +239,20 @@ def test_stop_drains_queue_then_refuses() -> None:
 def test_metrics_record_batches() -> None:
     model = RecordingModel()
     metrics = ServiceMetrics()
+    labelled = metrics.for_model("m", "1", "cpu")
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0.1, metrics=metrics)
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0.1, metrics=labelled)
         b.start()
         await asyncio.gather(*b.submit([sample(v) for v in range(4)], far()))
         await b.stop()
 
     run(main)
     reg = metrics.registry
-    assert reg.get_sample_value("mltag_batch_size_count") == 1
-    assert reg.get_sample_value("mltag_batch_size_sum") == 4
-    assert reg.get_sample_value("mltag_queue_wait_seconds_count") == 4
-    assert reg.get_sample_value("mltag_inference_duration_seconds_count") == 1
+    assert reg.get_sample_value("mltag_batch_size_count", M) == 1
+    assert reg.get_sample_value("mltag_batch_size_sum", M) == 4
+    assert reg.get_sample_value("mltag_queue_wait_seconds_count", M) == 4
+    assert reg.get_sample_value("mltag_inference_duration_seconds_count", M) == 1
 
 
 def test_admission_reserves_room_before_decoding() -> None:
@@ -387,6 +392,7 @@ def test_run_alone_decodes_and_runs_in_one_trip_and_later_arrivals_batch_after()
     model = RecordingModel()
     model.gate.clear()
     metrics = ServiceMetrics()
+    labelled = metrics.for_model("m", "1", "cpu")
     threads: list[str] = []
 
     def prepare() -> np.ndarray:
@@ -394,7 +400,7 @@ def test_run_alone_decodes_and_runs_in_one_trip_and_later_arrivals_batch_after()
         return sample(7)
 
     async def main() -> None:
-        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, metrics=metrics)
+        b = DynamicBatcher(model, max_batch_size=4, max_delay_s=0, metrics=labelled)
         a = admission_for(b, 4)
         b.start()
         mine = a.reserve(1)
@@ -417,8 +423,8 @@ def test_run_alone_decodes_and_runs_in_one_trip_and_later_arrivals_batch_after()
     run(main)
     assert threads[0].startswith("mltag-model")  # decoded on the model thread
     assert model.batches == [[7], [1, 2]]
-    assert metrics.registry.get_sample_value("mltag_batch_size_count") == 2
-    assert metrics.registry.get_sample_value("mltag_batch_size_sum") == 3
+    assert metrics.registry.get_sample_value("mltag_batch_size_count", M) == 2
+    assert metrics.registry.get_sample_value("mltag_batch_size_sum", M) == 3
 
 
 def test_run_alone_passes_on_decode_errors_and_model_failures() -> None:

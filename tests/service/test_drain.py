@@ -67,10 +67,14 @@ def test_sigterm_finishes_every_accepted_request(
 
 
 def _metric(url: str, name: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(name)
+    """The sum of a metric's series (they carry model and version labels)."""
+    lines = httpx.get(url + "/metrics").text.splitlines()
+    values = [
+        float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith((name + " ", name + "{"))
+    ]
+    if not values:
+        raise AssertionError(name)
+    return sum(values)
 
 
 def test_client_gone_is_not_computed_and_logs_are_json(

@@ -75,7 +75,7 @@ def test_prometheus_scrapes_request_batch_and_latency_series(
             requests = found["requests"][0]["value"]
             assert isinstance(requests, list)
             assert float(requests[1]) == 30
-            assert found["model"][0]["metric"]["name"] == "colour-demo"  # type: ignore[index]
+            assert found["model"][0]["metric"]["model"] == "colour-demo"  # type: ignore[index]
         finally:
             prom.terminate()
             prom.wait(30)
