@@ -66,11 +66,11 @@ RUN --mount=type=bind,target=/ctx --mount=type=secret,id=ca_bundle \
         exit 1; \
     fi
 
-# ---- venv: the build's virtualenv without the installer and `mltag-train` (see
+# ---- venv: the build's virtualenv without the installer, `mltag-train` and `mltag-batch` (see
 # docker/service.Dockerfile) --------------------------------------------------------------
 FROM build AS venv
 RUN /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
-    && rm /opt/venv/bin/mltag-train
+    && rm /opt/venv/bin/mltag-train /opt/venv/bin/mltag-batch
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM base AS runtime

@@ -70,11 +70,12 @@ RUN --mount=type=bind,target=/ctx --mount=type=secret,id=ca_bundle \
     fi
 
 # ---- venv: the build's virtualenv without the installer (pip, setuptools: ~25 MB) ---------
-# and without `mltag-train`: the one distribution installs both console scripts, but the
-# training package is not in this image (tests/containers/ checks every script left runs).
+# and without `mltag-train` and `mltag-batch`: the one distribution installs every console
+# script, but their packages are not in this image (tests/containers/ checks every script
+# left runs).
 FROM build AS venv
 RUN /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
-    && rm /opt/venv/bin/mltag-train
+    && rm /opt/venv/bin/mltag-train /opt/venv/bin/mltag-batch
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -27,12 +27,13 @@ COPY docker/constraints.txt /tmp/constraints.txt
 COPY pyproject.toml README.md ./
 COPY mltag_artifact ./mltag_artifact
 COPY model_training ./model_training
-# The one distribution also installs `mltag-serve`, whose package is not in this image: removed
+# The one distribution also installs `mltag-serve` and `mltag-batch`, whose packages are not in
+# this image: removed
 # (tests/containers/ checks every script left runs).
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && /opt/venv/bin/pip install --no-cache-dir -c /tmp/constraints.txt ".[train]" \
-    && rm /opt/venv/bin/mltag-serve
+    && rm /opt/venv/bin/mltag-serve /opt/venv/bin/mltag-batch
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -30,6 +30,7 @@ pytestmark = [
 ]
 
 OBSERVE_S = 20.0  # ONNX Runtime's lookup came ~9 s after session creation here
+MAX_OBSERVE_S = 90.0
 _CONNECT = re.compile(r"connect\(\d+, \{sa_family=(AF_INET6?), (.*?)\}")
 _LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
@@ -70,7 +71,13 @@ def test_no_outbound_connection_and_json_logs(demo_artifact_dir: Path, tmp_path:
         for server, _ in runs.values():
             img = {"content": solid(RED), "headers": {"content-type": "image/png"}}
             assert httpx.post(server.url + "/tag", **img, timeout=10).status_code == 200
-        time.sleep(max(0.0, OBSERVE_S - (time.monotonic() - start)))
+        # Observe at least OBSERVE_S, and until the control has made its lookup (its timing
+        # varies with the machine's load), so the service had as long to make one.
+        control_trace = runs["control"][1]
+        while time.monotonic() - start < OBSERVE_S or (
+            not outbound(control_trace) and time.monotonic() - start < MAX_OBSERVE_S
+        ):
+            time.sleep(0.5)
 
     service, trace = runs["service"]
     assert outbound(trace) == []
@@ -78,5 +85,6 @@ def test_no_outbound_connection_and_json_logs(demo_artifact_dir: Path, tmp_path:
     assert lines, "the service logged nothing"
     for line in lines:
         json.loads(line)  # every line of the log is one JSON object
-    _, control_trace = runs["control"]
-    assert outbound(control_trace), "the harness saw no lookup even with telemetry on"
+    assert outbound(control_trace), (
+        f"the harness saw no lookup in {MAX_OBSERVE_S:.0f} s even with telemetry on"
+    )
