@@ -105,7 +105,7 @@ def test_strict_validation_rejects_an_unknown_field(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("directory", WORKLOADS, ids=_id)
 def test_workload_objects(directory: Path) -> None:
-    kinds = sorted(d["kind"] for d in objects(directory))
+    kinds = sorted(d["kind"] for d in objects(directory) if d["kind"] not in EXTRA_KINDS)
     assert kinds == sorted(
         [
             "Namespace",
@@ -117,6 +117,10 @@ def test_workload_objects(directory: Path) -> None:
             "HorizontalPodAutoscaler",
         ]
     )
+
+
+# Objects a component may add beside the workload (the model repository's volume claim).
+EXTRA_KINDS = {"PersistentVolumeClaim"}
 
 
 @pytest.mark.parametrize("directory", WORKLOADS, ids=_id)
@@ -283,3 +287,17 @@ def test_thread_pools_fit_the_cpu_limit(directory: Path) -> None:
     limit = _cpus(container(docs)["resources"]["limits"]["cpu"])
     for key in ("MLTAG_INTRA_OP_THREADS", "MLTAG_DECODE_THREADS"):
         assert 1 <= int(env[key]) <= limit, key
+
+
+def test_model_repository_component_polls_a_read_only_volume() -> None:
+    docs = objects(K8S / "examples" / "cpu-model-repository")
+    env = settings(docs)
+    assert env["MLTAG_MODEL_REPOSITORY"] == "/models/repository"
+    assert float(env["MLTAG_REPOSITORY_POLL_S"]) > 0
+    mount = next(m for m in container(docs)["volumeMounts"] if m["name"] == "model-repository")
+    assert mount["readOnly"] is True and mount["mountPath"] == env["MLTAG_MODEL_REPOSITORY"]
+    claim = one(docs, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadOnlyMany"]
+    volume = next(v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "model-repository")  # fmt: skip
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
