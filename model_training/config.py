@@ -76,6 +76,11 @@ class DataConfig(_Section):
         description="VOC objects marked difficult: ignore (target -1, the VOC "
         "evaluation convention) unless a non-difficult object of the class is present",
     )
+    hierarchy: str | None = Field(
+        None,
+        description="label hierarchy JSON (parents, aliases, category per label) for the "
+        "manifest (default: hierarchy.json beside data.train; COCO: supercategories)",
+    )
     skip_bad: bool = Field(False, description="skip and count bad records instead of failing")
     verify_images: bool = Field(
         False, description="decode every image up front (finds unreadable files before training)"

@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ..data.hierarchy import HIERARCHY_FILE
 from ..stratify import stratified_group_split
 from . import labels as rules
 from .card import label_statistics, render_card
+from .folder_hierarchy import folder_hierarchy, folder_paths, write_hierarchy
 from .imaging import (
     DEFAULT_MAX_PIXELS,
     TooLargeError,
@@ -300,6 +302,8 @@ def build_openclipart(
     )
     split_rows = _write_splits(output, kept, assignment, final, config)
     write_labels(output / "labels.txt", vocabulary)
+    paths = [p for s in kept for p in folder_paths(s.categories, singular, set(vocabulary))]
+    write_hierarchy(output / HIERARCHY_FILE, folder_hierarchy(paths))
     _write_objects(output, kept, assignment, final, top_labels, set(vocabulary), config)
 
     seconds = time.monotonic() - started
@@ -432,7 +436,9 @@ _FILES = """\
 `objects/` holds each image's alpha cut-out (RGBA PNG, trimmed to the visible pixels, longest
 side ≤ the configured object size) and `objects.jsonl` one line per image with its cut-out,
 split, labels, top-level category labels (`top`), source category folders and
-near-duplicate group; OpenClipart-Scenes is built from these.
+near-duplicate group; OpenClipart-Scenes is built from these. `hierarchy.json` holds the
+label hierarchy the category folders imply (parents and a category per label); exported
+models carry it in their manifest.
 """
 
 _LIMITATIONS = """\

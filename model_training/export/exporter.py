@@ -39,6 +39,7 @@ from mltag_artifact import (
 )
 
 from ..data import LabelledSet
+from ..data.hierarchy import dataset_hierarchy, label_info_for
 from ..data.transforms import preprocessing_for
 from ..metrics import evaluate_scores
 from ..models.classifier import head_params
@@ -396,6 +397,7 @@ def build_manifest(
         ),
         labels=labels,
         thresholds=thresholds,
+        label_info=label_info_for(dataset_hierarchy(cfg.data), labels),
         preprocessing=prep,
         onnx=OnnxModel(
             file="model.onnx",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from model_training.dataset_builders.folder_hierarchy import folder_hierarchy
 from model_training.dataset_builders.jsonl import SPLITS, read_jsonl, read_labels
 from model_training.dataset_builders.openclipart import (
     OpenClipartConfig,
@@ -133,3 +134,22 @@ def test_bad_config_is_rejected() -> None:
         OpenClipartConfig(image_format="gif")
     with pytest.raises(ValueError, match="fractions"):
         OpenClipartConfig(fractions=(0.5, -0.1, 0.6))
+
+
+def test_category_folders_become_the_label_hierarchy(ml_build: Path) -> None:
+    """animals/mammals/dogs: dog -> mammal -> animal; keyword-only labels have no entry;
+    a parent dropped by the frequency cut (recreation) is not used."""
+    labels = json.loads((ml_build / "hierarchy.json").read_text())["labels"]
+    assert labels["dog"] == {"parents": ["mammal"], "category": "animal"}
+    assert labels["cat"] == {"parents": ["mammal"], "category": "animal"}
+    assert labels["mammal"] == {"parents": ["animal"], "category": "animal"}
+    assert labels["animal"] == {"parents": [], "category": "animal"}
+    assert labels["fruit"] == {"parents": ["food"], "category": "food"}
+    assert "red" not in labels and "recreation" not in labels
+
+
+def test_hierarchy_edges_need_a_share_and_never_cycle() -> None:
+    paths = [["animal", "cat"]] * 9 + [["sign", "cat"], ["cat", "animal"]]
+    labels = folder_hierarchy(paths, min_share=0.2)["labels"]
+    assert labels["cat"]["parents"] == ["animal"]  # one filing under sign is below 20 %
+    assert labels["animal"]["parents"] == []  # animal -> cat would close a cycle

@@ -95,6 +95,8 @@ def test_export_parity_and_manifest_round_trip(
     assert load_artifact(out).manifest == m
     thresholds = json.loads((run / "thresholds.json").read_text())
     assert m.labels == ["red", "green", "blue", "yellow"]
+    assert m.label_info is not None  # COCO's supercategories
+    assert [i.category for i in m.label_info] == ["warm", "cool", "cool", "warm"]
     assert m.thresholds == pytest.approx([thresholds[label] for label in m.labels])
     p = m.preprocessing
     assert (p.input_dtype, p.layout, p.normalize_in_graph) == ("uint8", "NHWC", True)

@@ -18,6 +18,7 @@ COLOURS = {
     "blue": (30, 60, 230),
     "yellow": (235, 220, 20),
 }
+SUPERCATEGORY = {"red": "warm", "green": "cool", "blue": "cool", "yellow": "warm"}
 
 
 def make_images(
@@ -54,7 +55,10 @@ def write_coco(root: Path, items: list[tuple[str, list[str]]], name: str = "trai
         "images": [],
         "annotations": [],
         # ids deliberately not 0..C-1 and not in list order
-        "categories": [{"id": 10 + 3 * k, "name": c} for k, c in reversed(list(enumerate(names)))],
+        "categories": [
+            {"id": 10 + 3 * k, "name": c, "supercategory": SUPERCATEGORY[c]}
+            for k, c in reversed(list(enumerate(names)))
+        ],
     }
     for i, (rel, labels) in enumerate(items):
         doc["images"].append({"id": 100 + i, "file_name": rel, "width": 48, "height": 48})
