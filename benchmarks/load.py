@@ -210,11 +210,13 @@ class Server:
         return int(m.group(1)) / 1024 if m else float("nan")
 
     def metric(self, name: str) -> float:
+        """A metric's value summed over its label sets (model, version...)."""
         text = asyncio.run(fetch(self.port, "GET", "/metrics"))[1].decode()
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return 0.0
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith((name + " ", name + "{"))
+        )
 
 
 def start_server(
