@@ -266,10 +266,10 @@ async def fetch(port: int, method: str, path: str, body: bytes = b"") -> tuple[i
     return result
 
 
-def _request(method: str, path: str, body: bytes) -> bytes:
+def _request(method: str, path: str, body: bytes, content_type: str = "image/jpeg") -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
     if body:
-        head += "Content-Type: image/jpeg\r\n"
+        head += f"Content-Type: {content_type}\r\n"
     return head.encode() + b"\r\n" + body
 
 
@@ -291,10 +291,13 @@ async def closed_loop(
     duration: float,
     warmup: float = 2.0,
     on_measure_start: Callable[[], None] | None = None,
+    path: str = "/tag",
+    content_type: str = "image/jpeg",
 ) -> Run:
     """`concurrency` connections, each sending its next request when the last is answered.
     Only requests sent after `warmup` count; `on_measure_start` runs at that moment (so CPU
-    counters can be read over exactly the measured window)."""
+    counters can be read over exactly the measured window). `path` and `content_type` are
+    for other servers (benchmarks/peers)."""
     run = Run()
     start = time.perf_counter()
     measure_from, stop_at = start + warmup, start + warmup + duration
@@ -308,7 +311,7 @@ async def closed_loop(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = k
         while (now := time.perf_counter()) < stop_at:
-            writer.write(_request("POST", "/tag", bodies[i % len(bodies)]))
+            writer.write(_request("POST", path, bodies[i % len(bodies)], content_type))
             i += concurrency
             status, _ = await _read_response(reader)
             done = time.perf_counter()
