@@ -1,8 +1,9 @@
 """BentoML 1.4 as its documentation advises for this job: one Service class, the model
 loaded in `__init__`, an API with adaptive batching (`batchable=True`, max batch 32; the
 dispatcher picks the window; max_latency_ms set high so that no request is refused) taking
-images, one worker per process (https://docs.bentoml.com/en/latest/guides/adaptive-batching.html). The batch is
-decoded with a thread per core before the model runs, as a user who profiled it would.
+images, one worker per process
+(https://docs.bentoml.com/en/latest/guides/adaptive-batching.html). The batch is decoded
+with a thread per core before the model runs, as a user who profiled it would.
 
     PEER_ARTIFACT=models/default bentoml serve bento_service:Tagger --port 8102 \\
         --working-dir benchmarks/peers
