@@ -262,8 +262,8 @@ def test_corrupted_artifacts_are_rejected(make_run: RunFactory, tmp_path: Path) 
 
     # Labels that do not match the model's output: hash fine, the runner refuses.
     m = good.manifest
-    wrong = m.model_copy(update={"labels": [*m.labels, "purple"],
-                                 "thresholds": [*m.thresholds, 0.5]})  # fmt: skip
+    more = {"labels": [*m.labels, "purple"], "thresholds": [*m.thresholds, 0.5]}
+    wrong = m.model_copy(update={**more, "label_info": None})
     bad = write_artifact(tmp_path / "labels", wrong, good.onnx_path, "card")
     with pytest.raises(ModelLoadError, match="outputs 4 scores but the manifest lists 5"):
         ModelRunner(load_artifact(bad.directory), provider="cpu")
