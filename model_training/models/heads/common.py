@@ -1,4 +1,5 @@
-"""Pieces shared by the heads."""
+"""Pieces shared by the heads: the cosine layer, and the class activation map of a pooled
+linear head (its `explain`, docs/method.md#where-a-tag-comes-from)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,26 @@ class CosineLinear(nn.Module):
 
 def make_classifier(in_features: int, num_classes: int, cosine: bool) -> nn.Module:
     return CosineLinear(in_features, num_classes) if cosine else nn.Linear(in_features, num_classes)
+
+
+def class_activation_map(
+    fc: nn.Module, features: torch.Tensor, channel_scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The class activation map of `fc` applied to the global average of `features`
+    (B, D, H, W) (optionally times `channel_scale` (D,) first, as the GCN head does): label c's
+    weights applied at every position, (B, C, H, W).
+
+    Exact: averaging and a linear layer commute, so the map's mean over H x W is the layer's
+    output less its bias. A cosine layer divides its input by its norm, a per-image constant:
+    the map is divided by it too, and its mean is the cosine (before the [-1, 1] clamp).
+    """
+    if channel_scale is not None:
+        features = features * channel_scale.to(features.dtype).view(1, -1, 1, 1)
+    if isinstance(fc, CosineLinear):
+        weight = nnf.normalize(fc.weight, dim=-1)  # (C, D)
+        norm = features.mean(dim=(2, 3)).norm(dim=1).clamp_min(1e-12)  # normalize()'s eps
+        cam = torch.einsum("cd,bdhw->bchw", weight, features)  # (B, C, H, W)
+        return cam / norm.view(-1, 1, 1, 1)
+    if isinstance(fc, nn.Linear):
+        return torch.einsum("cd,bdhw->bchw", fc.weight, features)  # (B, C, H, W)
+    raise TypeError(f"no class activation map for {type(fc).__name__}")
