@@ -44,6 +44,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from ideal import run_full_batches  # noqa: E402
 
 CACHE = ROOT / ".cache" / "openclipart-png"
 IMAGES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -192,7 +194,6 @@ def kind(pid: int, root: int) -> str:
 # ------------------------------------------------------------------------ the ideal pipeline
 def ideal_worker(manifest: Path, artifact: Path, batch: int, threads: int) -> dict[str, float]:
     """Runs in its own process (so its memory is measured like mltag-batch's)."""
-    import numpy as np
     from PIL import Image
 
     from mltag_artifact import load_artifact
@@ -214,16 +215,7 @@ def ideal_worker(manifest: Path, artifact: Path, batch: int, threads: int) -> di
             return None
 
     def model_loop() -> None:  # full batches only: the model always runs at `batch`
-        pending: list[Any] = []
-        while True:
-            item = ready.get()
-            if item is not None:
-                pending.append(item)
-            if pending and (item is None or len(pending) == batch):
-                runner.run(np.stack(pending))
-                pending = []
-            if item is None:
-                return
+        run_full_batches(runner, ready, batch)
 
     t0, started_at = time.perf_counter(), time.time()
     consumer = threading.Thread(target=model_loop)

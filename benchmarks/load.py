@@ -47,6 +47,9 @@ from mltag_artifact.preprocess import preprocess  # noqa: E402
 from mltag_artifact.runner import ModelRunner, available_cores  # noqa: E402
 from service.tuning import tune_malloc  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ideal import run_full_batches  # noqa: E402
+
 SIZES = {"640x480": (640, 480), "1920x1080": (1920, 1080)}
 
 
@@ -164,16 +167,7 @@ def ideal_pipeline(artifact_dir: Path, imgs: list[bytes], batch: int, n: int) ->
     ready: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=4 * batch)
 
     def model_loop() -> None:  # full batches only: the model always runs at `batch`
-        pending: list[np.ndarray] = []
-        while True:
-            item = ready.get()
-            if item is not None:
-                pending.append(item)
-            if pending and (item is None or len(pending) == batch):
-                runner.run(np.stack(pending))
-                pending = []
-            if item is None:
-                return
+        run_full_batches(runner, ready, batch)
 
     t0 = time.perf_counter()
     consumer = threading.Thread(target=model_loop)

@@ -197,7 +197,7 @@ def test_key_panels_show_the_traffic(scraped: Prometheus, service: Service) -> N
     (info,) = scraped.query("mltag_model_info")
     model = httpx.get(service.url + "/labels", timeout=5).json()["model"]
     assert info["metric"]["provider"] == model["execution_provider"] == "CPUExecutionProvider"
-    assert (info["metric"]["name"], info["metric"]["version"]) == (model["name"], model["version"])
+    assert (info["metric"]["model"], info["metric"]["version"]) == (model["name"], model["version"])
     (ready,) = scraped.query("sum(mltag_ready)")
     assert ready["value"][1] == "1"
     rejected = scraped.query("sum by (reason) (increase(mltag_requests_rejected_total[1m])) > 0")
