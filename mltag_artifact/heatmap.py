@@ -25,7 +25,10 @@ _RAMP = np.array(
     dtype=np.float32,
 )
 _LUT = np.stack(
-    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_RAMP)), _RAMP[:, c]) for c in range(3)],
+    [
+        np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_RAMP)), _RAMP[:, c])
+        for c in range(3)
+    ],
     axis=1,
 ).astype(np.float32)  # (256, 3)
 

@@ -203,7 +203,9 @@ class ModelRunner:
             self.explainer.warm_up(self, max(1, runs))
 
 
-def _open_session(path: Path, opts: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+def _open_session(
+    path: Path, opts: ort.SessionOptions, providers: list[str]
+) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as e:

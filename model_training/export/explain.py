@@ -49,7 +49,7 @@ def trace_explain(run: TrainedRun, prep: Preprocessing, path: Path, opset: int) 
         file=EXPLAIN_FILE,
         sha256="0" * 64,
         output_name=EXPLAIN_NAME,
-        method=graph.method,  # type: ignore[arg-type]
+        method=graph.method,
         height=int(height),
         width=int(width),
     )

@@ -148,7 +148,9 @@ def export_onnx(
     declared (batch, num_labels, ...); an `ExplainExportGraph` gets its two outputs."""
     import onnx
 
-    outputs = [OUTPUT_NAME, EXPLAIN_NAME] if isinstance(graph, ExplainExportGraph) else [OUTPUT_NAME]
+    outputs = (
+        [OUTPUT_NAME, EXPLAIN_NAME] if isinstance(graph, ExplainExportGraph) else [OUTPUT_NAME]
+    )
     with warnings.catch_warnings():
         # Tracer warnings about Python-side shape checks (e.g. timm's asserts) are expected.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
