@@ -84,6 +84,7 @@ function renderCard(model) {
   const body = $("#metrics tbody");
   const evaluation = (model.evaluation || [])[0];
   body.replaceChildren();
+  $("#metrics").hidden = !evaluation;
   if (!evaluation) return;
   $("#metrics caption").textContent =
     `Metrics (${evaluation.dataset}, ${evaluation.split}, ${evaluation.num_images} images)`;

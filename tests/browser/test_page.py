@@ -117,8 +117,27 @@ def test_upload_see_tags_tune_a_threshold_and_a_heatmap(
     expect(page.locator(".tag[data-label='red']")).to_have_attribute("aria-pressed", "true")
     shot(page, "3-heatmap")
     assert _hottest_quadrant(heat) == "top-right"
+    # Back to the calibrated thresholds; a second image, whose blue tag points at the sky
+    # (the README's screenshot, docs/page.png).
+    page.click("#thr-reset")
+    expect(page.locator(".result .tag[data-label='red']")).to_have_count(0)
+    page.set_input_files("#files", str(sky_and_grass(tmp_path / "sky-and-grass.png")))
+    expect(page.locator(".result")).to_have_count(2)
+    newest = page.locator(".result").first  # the newest image comes first
+    newest.locator(".tag[data-label='blue']").click()
+    blue = newest.locator(".frame canvas[data-label='blue']")
+    expect(blue).to_be_visible()
+    assert _hottest_quadrant(blue).startswith("top")
+    shot(page, "4-two-images")
     assert failed == []
     page.close()
+
+
+def sky_and_grass(path: Path) -> Path:
+    im = Image.new("RGB", (240, 160), (40, 60, 235))
+    im.paste(Image.new("RGB", (240, 70), (30, 200, 50)), (0, 90))
+    im.save(path)
+    return path
 
 
 def _hottest_quadrant(canvas: Any) -> str:
