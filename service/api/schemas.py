@@ -202,7 +202,10 @@ class InferTensor(BaseModel):
 
 
 class InferOutputRequest(BaseModel):
-    name: str
+    name: str = Field(
+        description="probabilities, or heatmaps (B, C, h, w; raw, models with an explain "
+        "graph: computed only when named here)."
+    )
     parameters: dict[str, Any] | None = Field(None, description='{"binary_data": true}')
 
 

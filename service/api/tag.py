@@ -242,7 +242,9 @@ def _query(request: Request) -> TagQuery:
     openapi_extra={**_REQUEST_BODY, "parameters": _query_parameters(TagQuery)},
     summary="Tag one or more images",
     description=f"Send {_CONTENT_TYPES}. Supported image formats: {SUPPORTED_FORMATS_TEXT}. "
-    "Tags are filtered by the model's calibrated per-label thresholds unless overridden.",
+    "Tags are filtered by the model's calibrated per-label thresholds unless overridden. "
+    "explain=true adds each tag's heatmap (where in the image its evidence lies), for models "
+    "exported with an explain graph.",
 )
 async def tag(request: Request) -> JSONResponse:
     # The route takes only the request, and parses its query string itself: FastAPI's

@@ -133,6 +133,7 @@ class ServedModel:
             ),
             wait_for_decoding=wait,
             incoming=self._incoming,
+            total_depth=self._queued,
         )
 
     @property
