@@ -313,7 +313,11 @@ def _quantize(
     if fp32_artifact.explain_path is not None:  # quantised alike, so it agrees with int8.onnx
         int8_explain = work / "int8-explain.onnx"
         quantize_static_qdq(
-            fp32_artifact.explain_path, int8_explain, sample_batches(calib, prep, 16), INPUT_NAME
+            fp32_artifact.explain_path,
+            int8_explain,
+            sample_batches(calib, prep, 16),
+            INPUT_NAME,
+            symbolic_shapes=False,
         )
     log.info("int8: quantised with %d calibration images in %.1fs", len(calib),
              time.perf_counter() - t0)  # fmt: skip
