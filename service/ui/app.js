@@ -89,7 +89,8 @@ function renderCard(model) {
   $("#metrics caption").textContent =
     `Metrics (${evaluation.dataset}, ${evaluation.split}, ${evaluation.num_images} images)`;
   for (const [name, value] of Object.entries(evaluation.metrics || {})) {
-    const shown = typeof value === "number" ? value.toFixed(2) : String(value);
+    const shown = typeof value === "number" && !Number.isInteger(value)
+      ? value.toFixed(2) : String(value);
     body.append(el("tr", {}, el("td", { text: name }), el("td", { text: shown })));
   }
 }

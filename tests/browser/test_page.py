@@ -153,6 +153,23 @@ def _hottest_quadrant(canvas: Any) -> str:
     return f"{'top' if y < h / 2 else 'bottom'}-{'left' if x < w / 2 else 'right'}"
 
 
+def test_a_model_without_heatmaps_hides_the_control(browser: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    from model_training.demo import write_demo_artifact
+
+    plain = write_demo_artifact(tmp_path / "plain", explain=False).directory
+    with live_server(env={"MLTAG_ARTIFACT_DIR": str(plain)}, log_dir=tmp_path) as s:
+        page = browser.new_page()
+        page.goto(s.url + "/")  # no API key set: no question asked
+        expect(page.locator("#card-facts")).to_contain_text("not in this model")
+        page.set_input_files("#files", str(red_corner(tmp_path / "red-corner.png")))
+        expect(page.locator(".result .tag[data-label='dark']")).to_be_visible()
+        assert page.locator("button.tag").count() == 0  # tags, but nothing to choose
+        assert page.locator("#key-form").is_hidden()
+        page.close()
+
+
 def test_ui_off(browser: Any, demo_artifact_dir: Path, tmp_path: Path) -> None:
     env = {"MLTAG_ARTIFACT_DIR": str(demo_artifact_dir), "MLTAG_UI": "false"}
     with live_server(env=env, log_dir=tmp_path) as s:
