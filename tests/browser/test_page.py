@@ -121,7 +121,7 @@ def test_upload_see_tags_tune_a_threshold_and_a_heatmap(
     # (the README's screenshot, docs/page.png).
     page.click("#thr-reset")
     expect(page.locator(".result .tag[data-label='red']")).to_have_count(0)
-    page.set_input_files("#files", str(sky_and_grass(tmp_path / "sky-and-grass.png")))
+    drop(page, sky_and_grass(tmp_path / "sky-and-grass.png"))  # dropped, not picked
     expect(page.locator(".result")).to_have_count(2)
     newest = page.locator(".result").first  # the newest image comes first
     newest.locator(".tag[data-label='blue']").click()
@@ -131,6 +131,18 @@ def test_upload_see_tags_tune_a_threshold_and_a_heatmap(
     shot(page, "4-two-images")
     assert failed == []
     page.close()
+
+
+def drop(page: Any, path: Path) -> None:
+    """Drop a file on the drop zone, as a drag from the desktop does."""
+    data = list(path.read_bytes())
+    page.evaluate(
+        """([name, bytes]) => { const dt = new DataTransfer();
+             dt.items.add(new File([new Uint8Array(bytes)], name, {type: 'image/png'}));
+             document.querySelector('#drop').dispatchEvent(
+               new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})); }""",
+        [path.name, data],
+    )
 
 
 def sky_and_grass(path: Path) -> Path:
