@@ -309,16 +309,7 @@ def _quantize(
         fp32_artifact.onnx_path, int8_onnx, sample_batches(calib, prep, 16), INPUT_NAME
     )
     check_onnx(int8_onnx, len(run.labels))
-    int8_explain = None
-    if fp32_artifact.explain_path is not None:  # quantised alike, so it agrees with int8.onnx
-        int8_explain = work / "int8-explain.onnx"
-        quantize_static_qdq(
-            fp32_artifact.explain_path,
-            int8_explain,
-            sample_batches(calib, prep, 16),
-            INPUT_NAME,
-            symbolic_shapes=False,
-        )
+    int8_explain = _quantize_explain(fp32_artifact, work, calib, prep)
     log.info("int8: quantised with %d calibration images in %.1fs", len(calib),
              time.perf_counter() - t0)  # fmt: skip
     int8_staged = write_artifact(work / "int8", fp32_artifact.manifest, int8_onnx, None,
@@ -355,6 +346,24 @@ def _quantize(
         "preprocessing (the service's)",
     )
     return int8_staged.directory, facts, evaluation
+
+
+def _quantize_explain(
+    fp32_artifact: Artifact, work: Path, calib: list[Path], prep: Any
+) -> Path | None:
+    """The explain graph quantised alike (same calibration, same scope), so that its
+    probabilities agree with int8.onnx's; None when the artifact has none."""
+    if fp32_artifact.explain_path is None:
+        return None
+    int8_explain = work / "int8-explain.onnx"
+    quantize_static_qdq(
+        fp32_artifact.explain_path,
+        int8_explain,
+        sample_batches(calib, prep, 16),
+        INPUT_NAME,
+        symbolic_shapes=False,
+    )
+    return int8_explain
 
 
 def _check_int8_drop(facts: dict[str, Any], opts: Int8Options) -> None:
