@@ -6,6 +6,7 @@ and everything both the training and the serving side need to use one.
 - `preprocess` (numpy, Pillow): image bytes -> model input, as the manifest describes.
 - `runner` (onnxruntime, the `runtime` extra): the ONNX Runtime session and its checks.
 - `tagger`: a loaded artifact with its runner, label index and thresholds; probabilities -> tags.
+- `heatmap` (numpy, Pillow): an explain graph's raw maps -> [0, 1] per label, and overlays.
 
 The exporter writes artifacts; the service, batch tagging and evaluation load them. Neither
 side imports the other.
@@ -25,6 +26,7 @@ from .manifest import (
     SCHEMA_VERSION,
     Architecture,
     Evaluation,
+    ExplainGraph,
     LabelInfo,
     Manifest,
     OnnxModel,
@@ -39,6 +41,7 @@ __all__ = [
     "Artifact",
     "ArtifactError",
     "Evaluation",
+    "ExplainGraph",
     "LabelInfo",
     "Manifest",
     "OnnxModel",

@@ -29,6 +29,12 @@ class Artifact:
     def onnx_path(self) -> Path:
         return self.directory / self.manifest.onnx.file
 
+    @property
+    def explain_path(self) -> Path | None:
+        """The explain graph (schema 1.2), or None when the artifact has none."""
+        explain = self.manifest.onnx.explain
+        return self.directory / explain.file if explain is not None else None
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -73,18 +79,28 @@ def load_artifact(directory: str | os.PathLike[str], verify_hash: bool = True) -
         raise ArtifactError(f"{manifest_path}: missing (an artifact needs {MANIFEST_FILE})")
     manifest = parse_manifest(manifest_path.read_bytes(), str(manifest_path))
     artifact = Artifact(root, manifest)
-    if not artifact.onnx_path.is_file():
-        raise ArtifactError(
-            f"{manifest_path}: onnx.file: {manifest.onnx.file!r} not found in {root}"
-        )
-    if verify_hash:
-        actual = sha256_file(artifact.onnx_path)
-        if actual != manifest.onnx.sha256:
-            raise ArtifactError(
-                f"{manifest_path}: onnx.sha256: {manifest.onnx.file} has sha256 {actual}, "
-                f"manifest says {manifest.onnx.sha256} (file changed or corrupted)"
-            )
+    _check_file(manifest_path, "onnx", root, manifest.onnx.file, manifest.onnx.sha256,
+                verify_hash)  # fmt: skip
+    explain = manifest.onnx.explain
+    if explain is not None:
+        _check_file(manifest_path, "onnx.explain", root, explain.file, explain.sha256,
+                    verify_hash)  # fmt: skip
     return artifact
+
+
+def _check_file(
+    manifest_path: Path, field: str, root: Path, name: str, sha256: str, verify_hash: bool
+) -> None:
+    path = root / name
+    if not path.is_file():
+        raise ArtifactError(f"{manifest_path}: {field}.file: {name!r} not found in {root}")
+    if verify_hash:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise ArtifactError(
+                f"{manifest_path}: {field}.sha256: {name} has sha256 {actual}, "
+                f"manifest says {sha256} (file changed or corrupted)"
+            )
 
 
 def write_artifact(
@@ -92,18 +108,27 @@ def write_artifact(
     manifest: Manifest,
     onnx_file: str | os.PathLike[str],
     model_card: str | None = None,
+    explain_file: str | os.PathLike[str] | None = None,
 ) -> Artifact:
-    """Copy the ONNX file in, fill in its sha256, and write the manifest (and model card).
+    """Copy the ONNX file (and the explain graph the manifest declares) in, fill in their
+    sha256, and write the manifest (and model card).
 
-    The manifest's `onnx.sha256` is replaced by the hash of the copied file, so callers
-    may pass any placeholder.
+    The manifest's `onnx.sha256` (and `onnx.explain.sha256`) are replaced by the hashes of
+    the copied files, so callers may pass any placeholder.
     """
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    target = root / manifest.onnx.file
-    if Path(onnx_file).resolve() != target.resolve():
-        shutil.copyfile(onnx_file, target)
-    onnx_spec = manifest.onnx.model_copy(update={"sha256": sha256_file(target)})
+    onnx_spec = manifest.onnx.model_copy(
+        update={"sha256": _copy_in(onnx_file, root / manifest.onnx.file)}
+    )
+    explain = manifest.onnx.explain
+    if (explain is None) != (explain_file is None):
+        raise ArtifactError("an explain graph needs both onnx.explain and explain_file")
+    if explain is not None and explain_file is not None:
+        digest = _copy_in(explain_file, root / explain.file)
+        onnx_spec = onnx_spec.model_copy(
+            update={"explain": explain.model_copy(update={"sha256": digest})}
+        )
     card_name = manifest.model_card if model_card is not None else None
     final = manifest.model_copy(update={"onnx": onnx_spec, "model_card": card_name})
     # Round-trip through validation so a bad manifest can never be written.
@@ -112,6 +137,13 @@ def write_artifact(
         (root / card_name).write_text(model_card, encoding="utf-8")
     (root / MANIFEST_FILE).write_text(final.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return Artifact(root, final)
+
+
+def _copy_in(source: str | os.PathLike[str], target: Path) -> str:
+    """Copy `source` to `target` (unless it is already there); the copy's sha256."""
+    if Path(source).resolve() != target.resolve():
+        shutil.copyfile(source, target)
+    return sha256_file(target)
 
 
 def manifest_json_schema() -> str:

@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# 1.1 adds the optional label hierarchy (`label_info`); 1.0 manifests still load.
-SCHEMA_VERSION = "1.1"
-SUPPORTED_SCHEMA_VERSIONS = frozenset({"1.0", SCHEMA_VERSION})
+# 1.1 adds the optional label hierarchy (`label_info`), 1.2 the optional explain graph
+# (`onnx.explain`); 1.0 and 1.1 manifests still load.
+SCHEMA_VERSION = "1.2"
+SUPPORTED_SCHEMA_VERSIONS = frozenset({"1.0", "1.1", SCHEMA_VERSION})
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -76,26 +77,82 @@ class Preprocessing(_Strict):
         return self
 
 
+def _check_sha256(v: str) -> str:
+    if not _SHA256.match(v):
+        raise ValueError("must be 64 lower-case hex characters")
+    return v
+
+
+def _check_relative(v: str) -> str:
+    if v.startswith(("/", "\\")) or ".." in v.replace("\\", "/").split("/"):
+        raise ValueError(f"must be a file name inside the artifact directory, got {v!r}")
+    return v
+
+
+class ExplainGraph(_Strict):
+    """Per-label spatial evidence (schema 1.2): a second ONNX graph with the model's input,
+    which outputs the model's probabilities (`onnx.output_name`) and `output_name`. It is a
+    file of its own because ONNX Runtime runs every node of a graph whatever outputs are
+    fetched: the served `onnx.file` stays exactly as fast without it."""
+
+    file: str = Field("explain.onnx", description="ONNX file name, relative to the artifact dir.")
+    sha256: str = Field(description="Lower-case hex sha256 of the file.")
+    output_name: str = Field(
+        "heatmaps",
+        min_length=1,
+        description="(B, C, height, width) float32: label c's evidence over the feature map, "
+        "rows from the top of the model's input to the bottom, columns left to right. Raw, "
+        "not normalised: see `method`. Shown as max(x, 0) / its maximum per label (all "
+        "zeros when nothing is positive).",
+    )
+    method: Literal["attention", "cam"] = Field(
+        description="attention: the label's query's cross-attention weights (ML-Decoder; "
+        "non-negative, summing to 1 over the map); cam: the class activation map, the head's "
+        "weights for the label applied at each position of the final feature map (its mean "
+        "over the map is the head's output before the bias)."
+    )
+    height: int = Field(gt=0, le=4096, description="Rows of the map (the feature map's).")
+    width: int = Field(gt=0, le=4096, description="Columns of the map.")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        return _check_sha256(v)
+
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        return _check_relative(v)
+
+
 class OnnxModel(_Strict):
     file: str = Field("model.onnx", description="ONNX file name, relative to the artifact dir.")
     sha256: str = Field(description="Lower-case hex sha256 of the ONNX file.")
     input_name: str = Field(min_length=1)
     output_name: str = Field(min_length=1)
     opset: int = Field(ge=7)
+    explain: ExplainGraph | None = Field(
+        None, description="The optional explain graph (schema 1.2); absent: no heatmaps."
+    )
 
     @field_validator("sha256")
     @classmethod
     def _hex(cls, v: str) -> str:
-        if not _SHA256.match(v):
-            raise ValueError("must be 64 lower-case hex characters")
-        return v
+        return _check_sha256(v)
 
     @field_validator("file")
     @classmethod
     def _relative(cls, v: str) -> str:
-        if v.startswith(("/", "\\")) or ".." in v.replace("\\", "/").split("/"):
-            raise ValueError(f"must be a file name inside the artifact directory, got {v!r}")
-        return v
+        return _check_relative(v)
+
+    @model_validator(mode="after")
+    def _explain_distinct(self) -> OnnxModel:
+        if self.explain is not None:
+            if self.explain.file == self.file:
+                raise ValueError("explain.file must differ from file (a graph of its own)")
+            if self.explain.output_name in (self.output_name, self.input_name):
+                raise ValueError("explain.output_name must differ from the input and output")
+        return self
 
 
 class Output(_Strict):

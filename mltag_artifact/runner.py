@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .artifact import Artifact
+from .manifest import Manifest
 
 log = logging.getLogger("mltag.runner")
 
@@ -96,7 +97,9 @@ def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
 
 
 class ModelRunner:
-    """One ORT session; `run` is called from one thread at a time (the batcher's)."""
+    """One ORT session (and one for the explain graph, when the artifact has one and
+    `explain` is true); `run` and `run_explain` are called from one thread at a time (the
+    batcher's)."""
 
     def __init__(
         self,
@@ -104,17 +107,13 @@ class ModelRunner:
         provider: str = "auto",
         require_gpu: bool = False,
         intra_op_threads: int = 0,
+        explain: bool = True,
     ) -> None:
         m = artifact.manifest
         self.manifest = m
         opts = session_options(intra_op_threads)
         providers = choose_providers(provider, require_gpu, ort.get_available_providers())
-        try:
-            self.session = ort.InferenceSession(
-                str(artifact.onnx_path), sess_options=opts, providers=providers
-            )
-        except Exception as e:
-            raise ModelLoadError(f"ONNX Runtime cannot load {artifact.onnx_path}: {e}") from e
+        self.session = _open_session(artifact.onnx_path, opts, providers)
         self.provider = self.session.get_providers()[0]
         if require_gpu and self.provider == "CPUExecutionProvider":
             raise ModelLoadError("require_gpu is set but the session fell back to CPU")
@@ -125,6 +124,10 @@ class ModelRunner:
         self.dtype = np.dtype(p.input_dtype)
         self.input_name = m.onnx.input_name
         self.output_names = [m.onnx.output_name]
+        self.explainer: Explainer | None = None
+        if explain and artifact.explain_path is not None and m.onnx.explain is not None:
+            session = _open_session(artifact.explain_path, opts, providers)
+            self.explainer = Explainer(session, m)
 
     def _check_io(self) -> None:
         m = self.manifest
@@ -169,6 +172,13 @@ class ModelRunner:
         out = self.session.run(self.output_names, {self.input_name: batch})[0]
         return np.asarray(out, dtype=np.float32)
 
+    def run_explain(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, *sample_shape) -> probabilities (B, C) and raw heatmaps (B, C, h, w), from the
+        explain graph (one run); ModelLoadError-free: check `explainer` first."""
+        if self.explainer is None:
+            raise RuntimeError("this artifact has no explain graph")
+        return self.explainer.run(batch)
+
     def warm_up(self, runs: int, max_batch_size: int) -> None:
         """Run the sizes we will see, and check the output honours the contract."""
         for size in sorted({1, max_batch_size}):
@@ -189,3 +199,78 @@ class ModelRunner:
                     f"(range {probs.min():.3g}..{probs.max():.3g}); the manifest promises "
                     "output.semantics = probabilities"
                 )
+        if self.explainer is not None:
+            self.explainer.warm_up(self, max(1, runs))
+
+
+def _open_session(
+    path: Path, opts: ort.SessionOptions, providers: list[str]
+) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as e:
+        raise ModelLoadError(f"ONNX Runtime cannot load {path}: {e}") from e
+
+
+# The explain graph's probabilities may differ from the served graph's by float rounding only
+# (the same weights, fused differently): a larger gap means the two files do not match.
+EXPLAIN_AGREEMENT = 1e-4
+
+
+class Explainer:
+    """The explain graph's session (manifest `onnx.explain`), checked against the manifest:
+    the model's input, its probabilities and a (B, C, height, width) float map."""
+
+    def __init__(self, session: ort.InferenceSession, manifest: Manifest) -> None:
+        assert manifest.onnx.explain is not None
+        self.session = session
+        self.spec = manifest.onnx.explain
+        self.num_labels = len(manifest.labels)
+        self.input_name = manifest.onnx.input_name
+        self.output_names = [manifest.onnx.output_name, self.spec.output_name]
+        self._check_io(manifest)
+
+    def _check_io(self, m: Manifest) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        where = f"explain graph {self.spec.file}"
+        if inputs != [m.onnx.input_name]:
+            raise ModelLoadError(f"{where} takes {inputs}; expected [{m.onnx.input_name!r}]")
+        missing = [name for name in self.output_names if name not in outputs]
+        if missing:
+            raise ModelLoadError(f"{where} lacks outputs {missing} (has {sorted(outputs)})")
+        dims = list(outputs[self.spec.output_name].shape)
+        want = [self.num_labels, self.spec.height, self.spec.width]
+        if len(dims) != 4 or any(
+            isinstance(got, int) and got != w for got, w in zip(dims[1:], want, strict=True)
+        ):
+            raise ModelLoadError(
+                f"{where}: {self.spec.output_name!r} has shape {dims}; the manifest says "
+                f"[batch, {', '.join(map(str, want))}]"
+            )
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs, maps = self.session.run(self.output_names, {self.input_name: batch})
+        return np.asarray(probs, dtype=np.float32), np.asarray(maps, dtype=np.float32)
+
+    def warm_up(self, runner: ModelRunner, runs: int) -> None:
+        """Shapes, finite values, and probabilities that agree with the served graph's."""
+        rng = np.random.default_rng(0)
+        batch = rng.integers(0, 256, (2, *runner.sample_shape)).astype(runner.dtype)
+        for _ in range(runs):
+            try:
+                probs, maps = self.run(batch)
+            except Exception as e:
+                raise ModelLoadError(f"the explain graph fails on a batch of 2: {e}") from e
+        want = (2, self.num_labels, self.spec.height, self.spec.width)
+        if maps.shape != want or not np.all(np.isfinite(maps)):
+            raise ModelLoadError(
+                f"the explain graph returned heatmaps of shape {maps.shape} (finite: "
+                f"{bool(np.all(np.isfinite(maps)))}); expected finite values of shape {want}"
+            )
+        gap = float(np.max(np.abs(probs - runner.run(batch))))
+        if not gap <= EXPLAIN_AGREEMENT:
+            raise ModelLoadError(
+                f"the explain graph's probabilities differ from {runner.manifest.onnx.file}'s "
+                f"by {gap:.3g} (> {EXPLAIN_AGREEMENT:g}): the two files are not the same model"
+            )

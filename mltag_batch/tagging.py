@@ -146,7 +146,9 @@ class ImageTagger:
         unpacked = Path(tempfile.mkdtemp(prefix="mltag-artifact-"))
         try:
             loaded = artifact.unpack(unpacked)
-            runner = ModelRunner(loaded, worker.provider, intra_op_threads=worker.threads)
+            runner = ModelRunner(  # bulk tagging never asks for heatmaps
+                loaded, worker.provider, intra_op_threads=worker.threads, explain=False
+            )
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)  # the session holds the model now
         runner.warm_up(1, worker.batch_size)

@@ -20,6 +20,7 @@ from . import __version__
 from .api import info, kserve, repository, tag
 from .api.errors import install_error_handlers
 from .api.middleware import ServiceMiddleware
+from .api.ui import ui_router
 from .inference.registry import Loaded, ModelRegistry, load_initial
 from .settings import Settings
 from .state import ServiceState
@@ -86,8 +87,9 @@ def create_app(
     app = FastAPI(
         title="mltag",
         version=__version__,
-        description="Multilabel image tagging. POST images to /tag; see /labels for the label "
-        "set and calibrated thresholds; KServe v2 protocol under /v2.",
+        description="Multilabel image tagging. POST images to /tag (explain=true: where each "
+        "tag comes from); see /labels for the label set and calibrated thresholds; KServe v2 "
+        "protocol under /v2; a page to try the model at /.",
         lifespan=lambda _: serving(app_state, preloaded),
     )
     app.state.mltag = app_state
@@ -96,6 +98,8 @@ def create_app(
     app.include_router(info.router)
     app.include_router(kserve.router)
     app.include_router(repository.router)
+    if settings.ui:
+        app.include_router(ui_router())
     app.add_middleware(ServiceMiddleware, state=app_state)
     if settings.cors_origins:  # outermost, so refusals (401, 413, 503) carry CORS headers too
         app.add_middleware(

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         description="Serve /docs, /redoc and /openapi.json without the API key (when one is"
         " set); by default they need it like every other non-probe route.",
     )
+    ui: bool = Field(
+        True,
+        description="Serve the browser page at / (try the model, tune thresholds, see"
+        " heatmaps); false: / answers 404.",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(

@@ -1,6 +1,6 @@
 """Command line for export, mounted into `mltag-train` by `model_training.cli`:
 
-    mltag-train export --run RUN_DIR --output ARTIFACT_DIR [--opset N]
+    mltag-train export --run RUN_DIR --output ARTIFACT_DIR [--opset N] [--no-explain]
                        [--int8 --calib-data PATH --max-int8-drop X --allow-int8-drop]
     mltag-train evaluate --artifact ARTIFACT_DIR --data ANNOTATIONS [--format F]
 
@@ -19,9 +19,10 @@ from typing import Any
 EXPORT_DESCRIPTION = """\
 Export the selected checkpoint of a training run as a self-describing ONNX artifact
 (model.onnx + manifest.json + MODEL_CARD.md) that `mltag-serve` loads. The graph takes raw
-uint8 pixels (NHWC) and outputs per-label probabilities. Every export is verified before it is
-written: onnx.checker, the service's own model checks, and ONNX Runtime vs PyTorch on real
-validation images (max |difference| <= 1e-4 on probabilities); it fails loudly otherwise.
+uint8 pixels (NHWC) and outputs per-label probabilities; explain.onnx, a second graph, adds
+per-label heatmaps (POST /tag?explain=true). Every export is verified before it is written:
+onnx.checker, the service's own model checks, and ONNX Runtime vs PyTorch on real validation
+images (max |difference| <= 1e-4 on probabilities); it fails loudly otherwise.
 """
 
 
@@ -56,6 +57,13 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="validation images for the ORT-vs-PyTorch check (default 32)",
     )
     p.add_argument("--force", action="store_true", help="replace a non-empty --output")
+    p.add_argument(
+        "--no-explain",
+        dest="explain",
+        action="store_false",
+        help="leave out explain.onnx, the per-label heatmaps graph (POST /tag?explain=true); "
+        "it roughly doubles the artifact's size, and is never run without explain",
+    )
     q = p.add_argument_group("int8 (static QDQ quantisation)")
     q.add_argument("--int8", action="store_true", help="write an int8 model instead of fp32")
     q.add_argument(
@@ -103,6 +111,7 @@ def export_command(args: argparse.Namespace) -> int:
             name=args.name,
             version=args.version,
             overwrite=args.force,
+            explain=args.explain,
         )
     except ExportError as e:
         print(f"mltag-train export: error: {e}", file=sys.stderr)
@@ -117,6 +126,7 @@ def export_command(args: argparse.Namespace) -> int:
         f"{m.preprocessing.height}x{m.preprocessing.width}",
         "parity_max_abs_diff": facts.get("parity", {}).get("max_abs_diff"),
         "sha256": m.onnx.sha256,
+        "explain": m.onnx.explain.method if m.onnx.explain else None,
     }
     if "int8" in facts:
         q = facts["int8"]

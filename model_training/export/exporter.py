@@ -5,8 +5,9 @@ Every export is verified before anything appears at the output path: `onnx.check
 artifact re-read with its hash checked, the service's `ModelRunner` (input/output names, dtype,
 label count, a warm-up at batch 1 and 4 that checks probabilities in [0, 1]), then ONNX Runtime
 against PyTorch on real validation images decoded by the service's preprocessing (max abs
-difference on probabilities <= `tolerance`). Any failure raises `ExportError` and leaves the
-output untouched.
+difference on probabilities <= `tolerance`). The explain graph (explain.onnx: per-label
+heatmaps, see `.explain`) is verified the same way. Any failure raises `ExportError` and leaves
+the output untouched.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mltag_artifact import (
     Artifact,
     ArtifactError,
     Evaluation,
+    ExplainGraph,
     Manifest,
     OnnxModel,
     load_artifact,
@@ -46,6 +48,7 @@ from ..models.classifier import head_params
 from ..rundir import RunDirError, TrainedRun, load_run
 from .card import dataset_name, render_model_card, short_name
 from .errors import ExportError
+from .explain import explain_parity, trace_explain
 from .graph import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -82,6 +85,7 @@ class _Plan:
     name: str | None
     version: str | None
     int8: Int8Options | None
+    explain: bool = True
 
 
 def export_run(
@@ -100,6 +104,7 @@ def export_run(
     name: str | None = None,
     version: str | None = None,
     overwrite: bool = False,
+    explain: bool = True,
 ) -> Artifact:
     """Export the selected model of a training run as a verified artifact at `output_dir`.
 
@@ -112,6 +117,7 @@ def export_run(
       more than `max_int8_drop` points below fp32's, unless `allow_int8_drop` (then warns).
     - `val_data`: annotation file to verify on instead of the run's validation split.
     - `verify_images`: validation images used for the ORT-vs-PyTorch parity check.
+    - `explain`: also write explain.onnx, the per-label heatmaps (`onnx.explain`).
     """
     with _run_dir_problems_as_export_errors():
         run = load_run(run_dir)
@@ -127,7 +133,7 @@ def export_run(
         )
     int8_opts = Int8Options(calib_data, calib_images, max_int8_drop, allow_int8_drop)
     plan = _Plan(opset or cfg.export.opset, input_format, verify_images, tolerance, name,
-                 version, int8_opts if int8 else None)  # fmt: skip
+                 version, int8_opts if int8 else None, explain)  # fmt: skip
     with _run_dir_problems_as_export_errors():
         val = run.validation_set(val_data)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -158,10 +164,12 @@ def _build_verified(run: TrainedRun, val: LabelledSet, plan: _Plan, work: Path) 
     prep = preprocessing_for_input(preprocessing_for(run.config.data), plan.input_format)
     graph = ExportGraph(run.model, prep)
     gmacs = count_gmacs(graph, prep)
-    fp32_onnx = work / "fp32.onnx"
-    _trace(run, graph, prep, fp32_onnx, plan.opset)
-    manifest = build_manifest(run, prep, plan.opset, graph, gmacs, plan.name, plan.version)
-    staged = write_artifact(work / "fp32", manifest, fp32_onnx, None)
+    fp32 = _Graphs(work / "fp32.onnx", work / "fp32-explain.onnx" if plan.explain else None)
+    _trace(run, graph, prep, fp32.model, plan.opset)
+    spec = trace_explain(run, prep, fp32.explain, plan.opset) if fp32.explain else None
+    manifest = build_manifest(run, prep, plan.opset, graph, gmacs, plan.name, plan.version,
+                              spec)  # fmt: skip
+    staged = write_artifact(work / "fp32", manifest, fp32.model, None, fp32.explain)
     fp32_artifact, fp32_runner = _open_verified(staged.directory)
     paths = val.images[: max(1, plan.verify_images)]
     diff = parity(run, fp32_runner, paths, plan.tolerance)
@@ -176,24 +184,36 @@ def _build_verified(run: TrainedRun, val: LabelledSet, plan: _Plan, work: Path) 
         "input_format": plan.input_format,
         "exporter": f"torch {torch.__version__} (TorchScript-based torch.onnx.export)",
     }
+    if spec is not None:
+        export_facts["explain_parity"] = explain_parity(run, fp32_runner, paths, plan.tolerance)
     extra_evals: list[Evaluation] = []
-    final_dir, final_onnx = staged.directory, staged.onnx_path
+    final_dir = staged.directory
     if plan.int8 is not None:
         int8_dir, facts, evaluation = _quantize(run, val, prep, fp32_artifact, work, plan.int8)
         export_facts["int8"] = facts
         extra_evals.append(evaluation)
         final_dir = int8_dir
-        final_onnx = int8_dir / manifest.onnx.file
+    final = load_artifact(final_dir, verify_hash=False)
     details = {**manifest.architecture.details, "export": export_facts}
     manifest = manifest.model_copy(
         update={
+            "onnx": final.manifest.onnx,  # the shipped files' hashes
             "architecture": manifest.architecture.model_copy(update={"details": details}),
             "evaluation": [*manifest.evaluation, *extra_evals],
         }
     )
-    write_artifact(final_dir, manifest, final_onnx, render_model_card(run, manifest))
+    write_artifact(final_dir, manifest, final.onnx_path, render_model_card(run, manifest),
+                   final.explain_path)  # fmt: skip
     _open_verified(final_dir)  # exactly what ships: hash, names, dtype, labels, warm-up
     return final_dir
+
+
+@dataclass(frozen=True)
+class _Graphs:
+    """Where one precision's ONNX files are staged: model.onnx's, and explain.onnx's."""
+
+    model: Path
+    explain: Path | None
 
 
 def _trace(run: TrainedRun, graph: ExportGraph, prep: Any, path: Path, opset: int) -> None:
@@ -290,9 +310,11 @@ def _quantize(
         fp32_artifact.onnx_path, int8_onnx, sample_batches(calib, prep, 16), INPUT_NAME
     )
     check_onnx(int8_onnx, len(run.labels))
+    int8_explain = _quantize_explain(fp32_artifact, work, calib, prep)
     log.info("int8: quantised with %d calibration images in %.1fs", len(calib),
              time.perf_counter() - t0)  # fmt: skip
-    int8_staged = write_artifact(work / "int8", fp32_artifact.manifest, int8_onnx, None)
+    int8_staged = write_artifact(work / "int8", fp32_artifact.manifest, int8_onnx, None,
+                                 int8_explain)  # fmt: skip
     _, int8_runner = _open_verified(int8_staged.directory)
     _, fp32_runner = _open_verified(fp32_artifact.directory)
     fp32_s, int8_s = runner_scores([fp32_runner, int8_runner], val.images, prep)
@@ -325,6 +347,24 @@ def _quantize(
         "preprocessing (the service's)",
     )
     return int8_staged.directory, facts, evaluation
+
+
+def _quantize_explain(
+    fp32_artifact: Artifact, work: Path, calib: list[Path], prep: Any
+) -> Path | None:
+    """The explain graph quantised alike (same calibration, same scope), so that its
+    probabilities agree with int8.onnx's; None when the artifact has none."""
+    if fp32_artifact.explain_path is None:
+        return None
+    int8_explain = work / "int8-explain.onnx"
+    quantize_static_qdq(
+        fp32_artifact.explain_path,
+        int8_explain,
+        sample_batches(calib, prep, 16),
+        INPUT_NAME,
+        symbolic_shapes=False,
+    )
+    return int8_explain
 
 
 def _check_int8_drop(facts: dict[str, Any], opts: Int8Options) -> None:
@@ -379,6 +419,7 @@ def build_manifest(
     gmacs: float | None,
     name: str | None = None,
     version: str | None = None,
+    explain: ExplainGraph | None = None,
 ) -> Manifest:
     cfg = run.config
     labels = run.labels
@@ -405,6 +446,7 @@ def build_manifest(
             input_name=INPUT_NAME,
             output_name=OUTPUT_NAME,
             opset=opset,
+            explain=explain,
         ),
         architecture=Architecture(
             backbone=cfg.model.backbone,

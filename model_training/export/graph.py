@@ -1,5 +1,7 @@
-"""The module that gets traced: input adapter (uint8 NHWC or float32 NCHW) -> classifier ->
-probabilities, with the GCN head's image-independent attention frozen to a constant.
+"""The modules that get traced: input adapter (uint8 NHWC or float32 NCHW) -> classifier ->
+probabilities (`ExportGraph`, model.onnx), or probabilities and per-label heatmaps
+(`ExplainExportGraph`, explain.onnx), with the GCN head's image-independent attention frozen
+to a constant.
 
 Score semantics (docs/method.md#scores-at-inference): the graph ends in σ(s·cos) for cosine
 heads and σ(logit) otherwise, through `MultilabelClassifier.scores`, so the scale is inside the
@@ -9,6 +11,7 @@ graph.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Literal
 
 import torch
@@ -18,11 +21,13 @@ from mltag_artifact import Preprocessing
 
 from ..models import MultilabelClassifier, ProbabilityModel
 from ..models.heads import GCNHead
+from ..models.heads.common import class_activation_map
 
 InputFormat = Literal["uint8-nhwc", "float32-nchw"]
 INPUT_FORMATS: tuple[InputFormat, ...] = ("uint8-nhwc", "float32-nchw")
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+EXPLAIN_NAME = "heatmaps"
 
 
 class ConstantAttentionGCNHead(nn.Module):
@@ -35,6 +40,7 @@ class ConstantAttentionGCNHead(nn.Module):
     """
 
     attention: torch.Tensor
+    explain_method = "cam"
 
     def __init__(self, head: GCNHead) -> None:
         super().__init__()
@@ -47,6 +53,9 @@ class ConstantAttentionGCNHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         pooled = features.mean(dim=(2, 3)) * self.attention.to(features.dtype)  # (B, D)
         return self.fc(pooled)  # (B, C)
+
+    def explain(self, features: torch.Tensor) -> torch.Tensor:
+        return class_activation_map(self.fc, features, self.attention)  # (B, C, H, W)
 
 
 def freeze_for_export(classifier: MultilabelClassifier) -> MultilabelClassifier:
@@ -85,12 +94,28 @@ class ExportGraph(nn.Module):
         self.register_buffer("shift", mean / std)
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def adapt(self, x: torch.Tensor) -> torch.Tensor:
+        """The graph's input -> the classifier's (B, 3, H, W) normalised float input."""
         if self.nhwc:
             x = x.permute(0, 3, 1, 2)  # (B, 3, H, W)
         if self.normalize:
             x = x.float() * self.scale - self.shift
-        return self.model(x)  # (B, C)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.adapt(x))  # (B, C)
+
+
+class ExplainExportGraph(ExportGraph):
+    """The same input -> (probabilities (B, C), raw heatmaps (B, C, h, w)): the explain graph,
+    a file of its own (manifest `onnx.explain`), so model.onnx never computes the maps."""
+
+    @property
+    def method(self) -> str:
+        return str(self.model.classifier.head.explain_method)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        return self.model.classifier.explain(self.adapt(x))
 
 
 def preprocessing_for_input(base: Preprocessing, input_format: InputFormat) -> Preprocessing:
@@ -119,12 +144,13 @@ def example_input(prep: Preprocessing, batch: int = 2, seed: int = 0) -> torch.T
 def export_onnx(
     graph: ExportGraph, prep: Preprocessing, path: str, num_labels: int, opset: int = 17
 ) -> None:
-    """Trace with the TorchScript-based exporter: dynamic batch, fixed spatial size, output
-    declared (batch, num_labels)."""
-    import warnings
-
+    """Trace with the TorchScript-based exporter: dynamic batch, fixed spatial size, outputs
+    declared (batch, num_labels, ...); an `ExplainExportGraph` gets its two outputs."""
     import onnx
 
+    outputs = (
+        [OUTPUT_NAME, EXPLAIN_NAME] if isinstance(graph, ExplainExportGraph) else [OUTPUT_NAME]
+    )
     with warnings.catch_warnings():
         # Tracer warnings about Python-side shape checks (e.g. timm's asserts) are expected.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -136,8 +162,8 @@ def export_onnx(
             path,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             do_constant_folding=True,
             dynamo=False,
         )
@@ -145,9 +171,13 @@ def export_onnx(
     # it is C by construction (verified on real images after export), and the service checks
     # the label count against a fixed size, so declare it.
     model = onnx.load(path)
-    dims = model.graph.output[0].type.tensor_type.shape.dim
-    if len(dims) == 2 and not dims[1].dim_value:
-        dims[1].dim_value = num_labels
+    changed = False
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) >= 2 and not dims[1].dim_value:
+            dims[1].dim_value = num_labels
+            changed = True
+    if changed:
         onnx.save(model, path)
 
 

@@ -21,6 +21,7 @@ def quantize_static_qdq(
     input_name: str,
     per_channel: bool = True,
     quantize_scope: str | None = "/backbone/",
+    symbolic_shapes: bool = True,
 ) -> None:
     """Write an int8 QDQ model calibrated (MinMax) on `calibration` batches of model input.
 
@@ -30,7 +31,9 @@ def quantize_static_qdq(
     would become logit steps of ~0.2; the head is a negligible share of the cost anyway. The
     stem (first convolution and its activation) stays float too: quantising the normalised
     image and the stem cost validation mAP, keeping it float cost nothing, for a small share
-    of the MACs (benchmarks/RESULTS.md#int8-static-qdq).
+    of the MACs (benchmarks/RESULTS.md#int8-static-qdq). `symbolic_shapes=False` skips ORT's
+    symbolic shape inference, which cannot complete on an explain graph (attention weights
+    as an output) and then leaves a model dump in the working directory.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -41,7 +44,7 @@ def quantize_static_qdq(
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         # Shape inference + graph optimisation first, as ORT's quantisation guide advises.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=not symbolic_shapes)
         source = prepared
     except Exception as e:  # pre-processing only improves placement; the model still works
         log.warning("quantisation pre-processing skipped (%s: %s)", type(e).__name__, e)

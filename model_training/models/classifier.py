@@ -41,6 +41,13 @@ class MultilabelClassifier(nn.Module):
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.probabilities(self(x))
 
+    def explain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities (B, C) and each label's raw evidence over the feature map
+        (B, C, H, W): the head's `explain` (docs/method.md#where-a-tag-comes-from)."""
+        features = self.backbone(x)  # (B, D, H, W)
+        head: Any = self.head
+        return self.probabilities(head(features)), head.explain(features)
+
 
 class ProbabilityModel(nn.Module):
     """Image batch -> per-label probabilities: the graph an exporter should trace."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mltag_artifact import LabelInfo
+from mltag_artifact import ExplainGraph, LabelInfo
 
 from ..inference.registry import ModelNotFoundError
 from .errors import ApiError
@@ -63,6 +65,7 @@ async def labels(
             evaluation=[e.model_dump() for e in m.evaluation],
             preprocessing=m.preprocessing.model_dump(),
             execution_provider=tagger.runner.provider,
+            heatmaps=_heatmaps(m.onnx.explain) if served.explain_batcher is not None else None,
         ),
         default_threshold=m.default_threshold,
         labels=[
@@ -77,6 +80,13 @@ async def labels(
             for i, (name, t, extra) in enumerate(zip(m.labels, m.thresholds, info, strict=True))
         ],
     )
+
+
+def _heatmaps(spec: ExplainGraph | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    return {"method": spec.method, "height": spec.height, "width": spec.width,
+            "output_name": spec.output_name}  # fmt: skip
 
 
 @router.get(

@@ -64,9 +64,23 @@ def _metadata(model: ServedModel) -> dict[str, Any]:
                 "shape": [-1, *model.tagger.runner.sample_shape],
             }
         ],
-        "outputs": [{"name": m.onnx.output_name, "datatype": "FP32", "shape": [-1, len(m.labels)]}],
+        "outputs": [
+            {"name": name, "datatype": "FP32", "shape": [-1, *shape]}
+            for name, shape in _output_shapes(model).items()
+        ],
         "parameters": {"labels": m.labels},
     }
+
+
+def _output_shapes(model: ServedModel) -> dict[str, list[int]]:
+    """The model's outputs and their shapes after the batch axis: the probabilities, and the
+    raw heatmaps when the artifact has an explain graph (computed only when requested)."""
+    m = model.tagger.manifest
+    shapes = {m.onnx.output_name: [len(m.labels)]}
+    if m.onnx.explain is not None and model.explain_batcher is not None:
+        e = m.onnx.explain
+        shapes[e.output_name] = [len(m.labels), e.height, e.width]
+    return shapes
 
 
 @router.get("/models/{name}", summary="Model metadata")
@@ -202,16 +216,16 @@ def _input_tensor(model: ServedModel, doc: dict[str, Any], binary: bytes) -> np.
     return arr.reshape(shape)
 
 
-def _requested_outputs(doc: dict[str, Any], output_name: str) -> list[dict[str, Any]]:
-    """The request's `outputs` (a list of objects naming this model's output), or []."""
+def _requested_outputs(doc: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    """The request's `outputs` (a list of objects naming this model's outputs), or []."""
     outputs = doc.get("outputs")
     if outputs is None:
         return []
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise _bad('outputs must be a list of objects, e.g. [{"name": "..."}]')
     for requested in outputs:
-        if requested.get("name") != output_name:
-            raise _bad(f"unknown output requested; this model has {output_name!r}")
+        if requested.get("name") not in names:
+            raise _bad(f"unknown output requested; this model has {names}")
     return outputs
 
 
@@ -227,14 +241,18 @@ def _wants_binary(doc: dict[str, Any], outputs: list[dict[str, Any]]) -> bool:
 
 def _parse_request(
     model: ServedModel, header_len: str | None, body: bytes
-) -> tuple[dict[str, Any], np.ndarray, bool]:
+) -> tuple[dict[str, Any], np.ndarray, list[str], bool]:
     """JSON + tensor decoding (CPU work for big JSON tensors: runs in the pool): the request
-    document, the input batch, and whether the output goes back as binary."""
+    document, the input batch, the outputs to return (by name, in order; the probabilities
+    when none is named), and whether they go back as binary."""
     limit = max(model.settings.max_batch_size, model.settings.max_images_per_request)
     max_values = limit * int(np.prod(model.tagger.runner.sample_shape))
     doc, binary = _split_body(header_len, body, max_values)
-    outputs = _requested_outputs(doc, model.tagger.manifest.onnx.output_name)
-    return doc, _input_tensor(model, doc, binary), _wants_binary(doc, outputs)
+    outputs = _requested_outputs(doc, list(_output_shapes(model)))
+    names = list(dict.fromkeys(o["name"] for o in outputs)) or [
+        model.tagger.manifest.onnx.output_name
+    ]
+    return doc, _input_tensor(model, doc, binary), names, _wants_binary(doc, outputs)
 
 
 async def _infer(request: Request, model: ServedModel) -> Response:
@@ -244,39 +262,54 @@ async def _infer(request: Request, model: ServedModel) -> Response:
     try:
         body = await guard.read_body(request.body())
         header_len = request.headers.get(_HEADER_LENGTH.lower())
-        doc, batch, binary_out = await model.decoder.offload(
+        doc, batch, names, binary_out = await model.decoder.offload(
             _parse_request, model, header_len, body
         )
+        explain = names != [m.onnx.output_name]  # the heatmaps: only the explain graph has them
         with admitted(request, model, len(batch)) as reservation:
-            rows = await infer_samples(request, model, list(batch), guard, reservation)
+            rows = await infer_samples(request, model, list(batch), guard, reservation, explain)
     finally:
         guard.close()
-    probs = np.stack(rows).astype(np.float32)
-    if not np.all(np.isfinite(probs)):
+    tensors = _tensors(model, np.stack(rows).astype(np.float32), explain)
+    if not all(np.all(np.isfinite(t)) for t in tensors.values()):
         raise ApiError(500, "model_error", "the model returned non-finite scores")
     model.metrics.images_ok.inc(len(rows))
-    out: dict[str, Any] = {
-        "name": m.onnx.output_name,
-        "datatype": "FP32",
-        "shape": list(probs.shape),
-    }
-    result: dict[str, Any] = {
-        "model_name": model.name,
-        "model_version": model.version,
-        "outputs": [out],
-    }
+    result: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if "id" in doc:
         result["id"] = doc["id"]
+    return _response(result, [(name, tensors[name]) for name in names], binary_out)
+
+
+def _tensors(model: ServedModel, rows: np.ndarray, explain: bool) -> dict[str, np.ndarray]:
+    """The batch's rows -> each output's tensor by name."""
+    m = model.tagger.manifest
+    if not explain or m.onnx.explain is None:
+        return {m.onnx.output_name: rows}
+    c, spec = len(m.labels), m.onnx.explain
+    maps = rows[:, c:].reshape(len(rows), c, spec.height, spec.width)
+    return {m.onnx.output_name: rows[:, :c], spec.output_name: maps}
+
+
+def _response(
+    result: dict[str, Any], tensors: list[tuple[str, np.ndarray]], binary_out: bool
+) -> Response:
+    """JSON outputs, or (binary_data_output) the JSON then each tensor's bytes in order."""
+    outputs: list[dict[str, Any]] = [
+        {"name": name, "datatype": "FP32", "shape": list(t.shape)} for name, t in tensors
+    ]
+    result["outputs"] = outputs
     if binary_out:
-        blob = probs.tobytes()
-        out["parameters"] = {"binary_data_size": len(blob)}
+        blobs = [np.ascontiguousarray(t).tobytes() for _, t in tensors]
+        for out, blob in zip(outputs, blobs, strict=True):
+            out["parameters"] = {"binary_data_size": len(blob)}
         head = json.dumps(result).encode()
         return Response(
-            head + blob,
+            head + b"".join(blobs),
             media_type="application/octet-stream",
             headers={_HEADER_LENGTH: str(len(head))},
         )
-    out["data"] = probs.reshape(-1).tolist()
+    for out, (_, t) in zip(outputs, tensors, strict=True):
+        out["data"] = t.reshape(-1).tolist()
     return JSONResponse(result)
 
 

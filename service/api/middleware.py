@@ -33,7 +33,10 @@ PROBE_PATHS = frozenset(
 )  # fmt: skip
 # Never refused while draining; they need the API key unless `docs_public`.
 DOC_PATHS = frozenset({"/docs", "/redoc", "/openapi.json"})
-OPEN_PATHS = PROBE_PATHS | DOC_PATHS
+# The browser page and its assets: static, never refused for lack of the API key (the page
+# asks for it, and sends it with its API calls).
+PAGE_PATHS = frozenset({"/", "/ui/app.js", "/ui/app.css"})
+OPEN_PATHS = PROBE_PATHS | DOC_PATHS | PAGE_PATHS
 # Paths that are their own route template, for requests refused before routing.
 KNOWN_PATHS = OPEN_PATHS | {"/tag", "/labels", "/v2"}
 _QUIET_PATHS = frozenset({"/livez", "/readyz", "/metrics"})  # not in the access log
@@ -128,7 +131,11 @@ class ServiceMiddleware:
         open_path = req.path in OPEN_PATHS
         if state.draining and not open_path:
             return Refusal(503, "draining", DRAINING, "draining", [_CLOSE, (b"retry-after", b"1")])
-        public = req.path in PROBE_PATHS or (settings.docs_public and req.path in DOC_PATHS)
+        public = (
+            req.path in PROBE_PATHS
+            or req.path in PAGE_PATHS
+            or (settings.docs_public and req.path in DOC_PATHS)
+        )
         if (
             settings.api_key
             and not public

@@ -210,14 +210,19 @@ async def infer_samples(
     samples: list[np.ndarray],
     guard: RequestGuard,
     reservation: Reservation,
+    explain: bool = False,
 ) -> list[np.ndarray]:
     """Queue the samples (their room moves from the reservation to the queue) and wait for
-    their probabilities. Abandoned samples still queued are dropped, not computed."""
+    their probabilities (or, with `explain`, the explain graph's rows: `explain_rows`).
+    Abandoned samples still queued are dropped, not computed."""
     if not samples:
         return []
+    batcher = model.explain_batcher if explain else model.batcher
+    if batcher is None:
+        raise no_heatmaps(model)
     model.admission.hand_over(reservation, len(samples))
     try:
-        futures = model.batcher.submit(samples, guard.deadline)
+        futures = batcher.submit(samples, guard.deadline)
     except BatcherClosedError:
         raise _draining(request) from None
 
@@ -242,11 +247,12 @@ async def decode_and_infer(
     payloads: list[bytes],
     guard: RequestGuard,
     reservation: Reservation,
+    explain: bool = False,
 ) -> tuple[list[Decoded], list[np.ndarray]]:
-    """Each image's decoded sample or error, and the probabilities of the decoded ones, in
-    order. A lone image on an otherwise idle service takes the fast path: decoded and run in
-    one trip to the model thread."""
-    if len(payloads) == 1 and model.can_run_alone(reservation):
+    """Each image's decoded sample or error, and the probabilities (with `explain`, the
+    explain graph's rows) of the decoded ones, in order. A lone image on an otherwise idle
+    service takes the fast path: decoded and run in one trip to the model thread."""
+    if not explain and len(payloads) == 1 and model.can_run_alone(reservation):
         model.admission.hand_over(reservation, 1)  # like an image taken into a batch
         decode = functools.partial(
             model.decoder.decode, payloads[0], guard.abandoned, guard.deadline
@@ -262,4 +268,16 @@ async def decode_and_infer(
         return [sample], [] if probs is None else [probs]
     decoded = await decode_images(request, model, payloads, guard)
     samples = [d for d in decoded if not isinstance(d, ImageError)]
-    return decoded, await infer_samples(request, model, samples, guard, reservation)
+    return decoded, await infer_samples(request, model, samples, guard, reservation, explain)
+
+
+def no_heatmaps(model: ServedModel) -> ApiError:
+    """Asked for heatmaps of a model exported without them."""
+    return ApiError(
+        422,
+        "no_heatmap_output",
+        f"model {model.name!r} version {model.version!r} has no heatmap output: its artifact "
+        "was exported without an explain graph (manifest onnx.explain). Re-export it from its "
+        "training run with `mltag-train export --run RUN --output DIR` (heatmaps are on by "
+        "default), or ask without explain.",
+    )

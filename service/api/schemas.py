@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +39,15 @@ class ErrorResponse(BaseModel):
 
 
 Threshold = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+ExplainFormat = Literal["json", "png"]
+_EXPLAIN = (
+    "Add each returned tag's heatmap: where in the image the tag's evidence lies (models "
+    "exported with an explain graph; others answer 422 no_heatmap_output)."
+)
+_EXPLAIN_FORMAT = (
+    "json: `heatmap`, a grid of [0, 1] floats at the feature map's resolution (rows top to "
+    "bottom, max 1); png: `heatmap_png`, a base64 PNG of the map over the image."
+)
 
 
 class TagOptions(BaseModel):
@@ -64,6 +73,8 @@ class TagOptions(BaseModel):
     include_labels: list[str] | None = Field(None, description="Return only these labels.")
     exclude_labels: list[str] | None = Field(None, description="Never return these labels.")
     categories: list[str] | None = Field(None, description="Only labels of these categories.")
+    explain: bool = Field(False, description=_EXPLAIN)
+    explain_format: ExplainFormat = Field("json", description=_EXPLAIN_FORMAT)
 
 
 class TagQuery(BaseModel):
@@ -88,6 +99,8 @@ class TagQuery(BaseModel):
     include_labels: str | None = Field(None, description="Only these labels, comma-separated.")
     exclude_labels: str | None = Field(None, description="Never these labels, comma-separated.")
     categories: str | None = Field(None, description="Only these categories, comma-separated.")
+    explain: bool = Field(False, description=_EXPLAIN)
+    explain_format: ExplainFormat = Field("json", description=_EXPLAIN_FORMAT)
 
 
 class ImageIn(BaseModel):
@@ -106,6 +119,17 @@ class Tag(BaseModel):
     score: Score
     parents: list[str] | None = Field(
         None, description="More general labels (only from models with a hierarchy)."
+    )
+    heatmap: list[list[float]] | None = Field(
+        None,
+        description="With explain=true: the tag's evidence over the image, a grid at the "
+        "feature map's resolution (rows from the top of the image as the service oriented "
+        "it, after EXIF rotation; columns left to right), in [0, 1], max 1 per tag.",
+    )
+    heatmap_png: str | None = Field(
+        None,
+        description="With explain=true&explain_format=png: the heatmap coloured over the "
+        "image, a base64 PNG at the image's size (at most 2048 px on its longer side).",
     )
 
 
@@ -147,6 +171,11 @@ class ModelInfo(BaseModel):
     evaluation: list[dict[str, Any]]
     preprocessing: dict[str, Any]
     execution_provider: str
+    heatmaps: dict[str, Any] | None = Field(
+        None,
+        description="The explain graph (method, height, width) when the model has one: "
+        "POST /tag?explain=true works; absent otherwise.",
+    )
 
 
 class LabelsResponse(BaseModel):
@@ -173,7 +202,10 @@ class InferTensor(BaseModel):
 
 
 class InferOutputRequest(BaseModel):
-    name: str
+    name: str = Field(
+        description="probabilities, or heatmaps (B, C, h, w; raw, models with an explain "
+        "graph: computed only when named here)."
+    )
     parameters: dict[str, Any] | None = Field(None, description='{"binary_data": true}')
 
 

@@ -19,10 +19,18 @@ from mltag_artifact.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
 from mltag_artifact.tagger import Selection, Tagger, TagResult
 
 from ..inference.decoder import Decoded
-from ..inference.served_model import ServedModel
+from ..inference.served_model import ServedModel, decode_limits, split_explained
+from . import explain
 from .errors import ApiError, image_error
 from .multipart import MultipartError, parse_multipart
-from .pipeline import RequestGuard, admitted, decode_and_infer, ready_model, request_deadline
+from .pipeline import (
+    RequestGuard,
+    admitted,
+    decode_and_infer,
+    no_heatmaps,
+    ready_model,
+    request_deadline,
+)
 from .schemas import (
     ErrorResponse,
     TagJsonRequest,
@@ -234,7 +242,9 @@ def _query(request: Request) -> TagQuery:
     openapi_extra={**_REQUEST_BODY, "parameters": _query_parameters(TagQuery)},
     summary="Tag one or more images",
     description=f"Send {_CONTENT_TYPES}. Supported image formats: {SUPPORTED_FORMATS_TEXT}. "
-    "Tags are filtered by the model's calibrated per-label thresholds unless overridden.",
+    "Tags are filtered by the model's calibrated per-label thresholds unless overridden. "
+    "explain=true adds each tag's heatmap (where in the image its evidence lies), for models "
+    "exported with an explain graph.",
 )
 async def tag(request: Request) -> JSONResponse:
     # The route takes only the request, and parses its query string itself: FastAPI's
@@ -250,13 +260,57 @@ async def tag(request: Request) -> JSONResponse:
     try:
         upload = await _read(request, model, guard, options)
         _check(model, upload)
+        explain = upload.options.explain
         with admitted(request, model, len(upload.payloads)) as reservation:  # 429 before decoding
-            decoded, probs = await decode_and_infer(
-                request, model, upload.payloads, guard, reservation
+            decoded, rows = await decode_and_infer(
+                request, model, upload.payloads, guard, reservation, explain
             )
+        if not explain:
+            return _respond(model, upload, decoded, rows)
+        probs, maps = _split(model, rows)
+        response = _results(model, upload, decoded, probs)
+        await _explain(model, upload, response, dict(zip(_ok(decoded), maps, strict=True)), guard)
+        return JSONResponse(response)
     finally:
         guard.close()
-    return _respond(model, upload, decoded, probs)
+
+
+def _ok(decoded: list[Decoded]) -> list[int]:
+    return [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
+
+
+def _split(model: ServedModel, rows: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The explain graph's rows -> probabilities (C,) and raw maps (C, h, w) per image."""
+    spec = model.tagger.manifest.onnx.explain
+    assert spec is not None  # the request was checked against the model
+    parts = [split_explained(row, len(model.tagger.labels)) for row in rows]
+    return [p for p, _ in parts], [m.reshape(-1, spec.height, spec.width) for _, m in parts]
+
+
+async def _explain(
+    model: ServedModel,
+    upload: Upload,
+    response: dict[str, Any],
+    maps: dict[int, np.ndarray],
+    guard: RequestGuard,
+) -> None:
+    """Each returned tag's heatmap: a [0, 1] grid, or a PNG overlay (rendered in the pool)."""
+    index = model.tagger.label_index
+    for result in response["results"]:
+        raw = maps.get(result["index"])
+        if raw is None or result["error"] is not None:
+            continue
+        tags = result["tags"]
+        chosen = [index[t["label"]] for t in tags]
+        if upload.options.explain_format == "json":
+            explain.attach(tags, "heatmap", explain.grids(raw, chosen))
+            continue
+        payload = upload.payloads[result["index"]]
+        prep, limits = model.tagger.manifest.preprocessing, decode_limits(model.settings)
+        pngs = await guard.run(
+            model.decoder.offload(explain.overlays, payload, raw, chosen, prep, limits)
+        )
+        explain.attach(tags, "heatmap_png", pngs)
 
 
 def _options_of(query: TagQuery) -> TagOptions:
@@ -273,6 +327,8 @@ def _options_of(query: TagQuery) -> TagOptions:
         include_labels=names(query.include_labels),
         exclude_labels=names(query.exclude_labels),
         categories=names(query.categories),
+        explain=query.explain,
+        explain_format=query.explain_format,
     )
 
 
@@ -319,6 +375,8 @@ def _check(model: ServedModel, upload: Upload) -> None:
     if len(upload.payloads) == 1 and not upload.payloads[0]:
         raise ApiError(400, "empty_body", "the image is empty (0 bytes)")
     _check_options(model.tagger, upload.options)  # cheap: bounded by the label count
+    if upload.options.explain and model.explain_batcher is None:
+        raise no_heatmaps(model)
 
 
 def _respond(
@@ -327,13 +385,21 @@ def _respond(
     decoded: list[Decoded],
     probs: list[np.ndarray],
 ) -> JSONResponse:
+    return JSONResponse(_results(model, upload, decoded, probs))
+
+
+def _results(
+    model: ServedModel,
+    upload: Upload,
+    decoded: list[Decoded],
+    probs: list[np.ndarray],
+) -> dict[str, Any]:
     """One result per image, in order; a lone bad image is the request's own error."""
     metrics = model.metrics
     if len(decoded) == 1 and isinstance(decoded[0], ImageError):
         metrics.images_error.inc()
         raise image_error(decoded[0])
-    ok = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
-    by_index = dict(zip(ok, probs, strict=True))
+    by_index = dict(zip(_ok(decoded), probs, strict=True))
     tagger, options = model.tagger, upload.options
     thr = tagger.thresholds(options.min_score, options.thresholds)
     how = _selection(options)
@@ -363,9 +429,7 @@ def _respond(
     metrics.images_ok.inc(len(decoded) - n_err)
     if n_err:
         metrics.images_error.inc(n_err)
-    return JSONResponse(
-        {"model": {"name": model.name, "version": model.version}, "results": results}
-    )
+    return {"model": {"name": model.name, "version": model.version}, "results": results}
 
 
 def _selection(options: TagOptions) -> Selection:

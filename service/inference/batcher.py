@@ -61,6 +61,7 @@ class DynamicBatcher:
         thread_initializer: Callable[[], None] | None = None,
         wait_for_decoding: bool = False,
         incoming: Callable[[], int] = _nothing_incoming,
+        total_depth: Callable[[], int] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -77,6 +78,9 @@ class DynamicBatcher:
         self._alone = False  # run_alone holds the model thread
         self.wait_for_decoding = wait_for_decoding
         self._incoming = incoming  # images being decoded: they will be submitted soon
+        # What the queue-depth gauge shows: this queue, or the model's queues together (a
+        # model with an explain graph has two batchers sharing its metrics).
+        self._total_depth = total_depth or self._own_depth
         self.batch_seconds = 0.0  # EWMA of the time per model run
 
     @property
@@ -178,9 +182,12 @@ class DynamicBatcher:
             await self._task
         self._executor.shutdown(wait=True)
 
+    def _own_depth(self) -> int:
+        return len(self._queue)
+
     def _set_depth(self) -> None:
         if self._metrics is not None:
-            self._metrics.queue_depth.set(len(self._queue))
+            self._metrics.queue_depth.set(self._total_depth())
 
     async def _wait_for_fuller_batch(self) -> None:
         await self._wait_for_arrivals(self._queue[0].enqueued + self.max_delay_s, lambda: True)

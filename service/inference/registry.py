@@ -150,7 +150,8 @@ class ModelRegistry:
         model = ServedModel(item.tagger, self.settings, self.metrics, self._pool, self._budget,
                             name=item.name, version=item.version)  # fmt: skip
         model.start()
-        model.batcher.on_crash(self._on_crash)
+        for batcher in model.batchers:
+            batcher.on_crash(self._on_crash)
         old, entry.serving = entry.serving, model
         entry.state, entry.reason = "READY", ""
         log.info("serving %s version %s", item.name, item.version)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from mltag_artifact import load_artifact
 from mltag_artifact.preprocess import DecodeBudget, DecodeLimits
-from mltag_artifact.runner import ModelRunner
+from mltag_artifact.runner import Explainer, ModelRunner
 from mltag_artifact.tagger import Tagger
 
 from ..metrics import ServiceMetrics
@@ -59,6 +62,18 @@ def load_tagger(settings: Settings, directory: Path | None = None) -> Tagger:
     return Tagger(artifact, runner)
 
 
+def explain_rows(explainer: Explainer, batch: np.ndarray) -> np.ndarray:
+    """The explain graph's outputs as one row per image, as the batcher hands results out:
+    (B, C + C*h*w), the probabilities then the raw maps (split by `split_explained`)."""
+    probs, maps = explainer.run(batch)
+    return np.concatenate([probs, maps.reshape(len(maps), -1)], axis=1)
+
+
+def split_explained(row: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """One row of `explain_rows` -> probabilities (C,) and raw maps (C, h, w)."""
+    return row[:num_labels], row[num_labels:].reshape(num_labels, -1)
+
+
 class ServedModel:
     """`name` and `version` are how clients address it: the repository's folder names, or
     the manifest's name and version for a single artifact."""
@@ -78,16 +93,15 @@ class ServedModel:
         self.name = name or tagger.manifest.name
         self.version = version or tagger.manifest.version
         self.metrics = metrics.for_model(self.name, self.version, tagger.runner.provider)
-        self.batcher = DynamicBatcher(
-            tagger.run,
-            max_batch_size=settings.max_batch_size,
-            max_delay_s=settings.max_delay_ms / 1000.0,
-            metrics=self.metrics,
-            thread_initializer=functools.partial(
-                worker_thread_setup, "mltag-model", settings.model_nice
-            ),
-            wait_for_decoding=settings.wait_for_decoding,
-            incoming=self._incoming,
+        self.batcher = self._batcher(tagger.run, settings.wait_for_decoding)
+        # Heatmaps come from the explain graph, a session of its own with its own queue: a
+        # request without `explain` never runs it (docs/method.md#where-a-tag-comes-from).
+        explainer = tagger.runner.explainer
+        self.explainer: Explainer | None = explainer
+        self.explain_batcher = (
+            self._batcher(functools.partial(explain_rows, explainer), False)
+            if explainer is not None
+            else None
         )
         self.decoder = Decoder(
             decode_pool,
@@ -100,20 +114,42 @@ class ServedModel:
         self.admission = Admission(
             settings.max_queue_size,
             settings.max_batch_size,
-            queued=lambda: self.batcher.queue_depth,
+            queued=self._queued,
             batch_seconds=lambda: self.batcher.batch_seconds,
         )
         self._leases = 0  # requests that resolved to this version and have not ended
         self._unleased = asyncio.Event()
         self._unleased.set()
 
+    def _batcher(self, run: Callable[[np.ndarray], np.ndarray], wait: bool) -> DynamicBatcher:
+        settings = self.settings
+        return DynamicBatcher(
+            run,
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_delay_ms / 1000.0,
+            metrics=self.metrics,
+            thread_initializer=functools.partial(
+                worker_thread_setup, "mltag-model", settings.model_nice
+            ),
+            wait_for_decoding=wait,
+            incoming=self._incoming,
+            total_depth=self._queued,
+        )
+
+    @property
+    def batchers(self) -> list[DynamicBatcher]:
+        return [b for b in (self.batcher, self.explain_batcher) if b is not None]
+
     def _incoming(self) -> int:
         return self.decoder.in_progress
+
+    def _queued(self) -> int:
+        return sum(b.queue_depth for b in self.batchers)
 
     @property
     def idle(self) -> bool:
         """Nothing admitted, queued or running, and no request holding it."""
-        return self._leases == 0 and self.admission.idle and self.batcher.idle
+        return self._leases == 0 and self.admission.idle and all(b.idle for b in self.batchers)
 
     def acquire(self) -> None:
         """A request will use this version until `release`: it is not stopped meanwhile."""
@@ -133,12 +169,14 @@ class ServedModel:
         )
 
     def start(self) -> None:
-        self.batcher.start()
+        for batcher in self.batchers:
+            batcher.start()
 
     async def stop(self) -> None:
         """Admit nothing more; finish what is queued."""
         self.admission.close()
-        await self.batcher.stop()
+        for batcher in self.batchers:
+            await batcher.stop()
 
     async def retire(self) -> None:
         """Replaced by another version: wait for the requests that resolved to this one (they

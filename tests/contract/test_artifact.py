@@ -152,3 +152,28 @@ def test_label_hierarchy_round_trip_and_checks(demo_artifact: Artifact) -> None:
     raw["label_info"] = _info({}, labels)[:2]
     with pytest.raises(ArtifactError, match="label_info has 2 entries but labels has 6"):
         parse_manifest(json.dumps(raw))
+
+
+def test_explain_graph_is_checked_like_the_model(artifact_copy: Path) -> None:
+    """Schema 1.2's optional explain graph: hashed, present, a file of its own."""
+    explain = artifact_copy / "explain.onnx"
+    data = bytearray(explain.read_bytes())
+    data[-1] ^= 0xFF
+    explain.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"onnx.explain.sha256: explain.onnx has sha256"):
+        load_artifact(artifact_copy)
+    explain.unlink()
+    with pytest.raises(ArtifactError, match="onnx.explain.file: 'explain.onnx' not found"):
+        load_artifact(artifact_copy)
+    raw = json.loads((artifact_copy / "manifest.json").read_text())
+    raw["onnx"]["explain"]["file"] = "model.onnx"
+    with pytest.raises(ArtifactError, match="a graph of its own"):
+        parse_manifest(json.dumps(raw))
+
+
+def test_artifacts_without_an_explain_graph_still_load(demo_artifact: Artifact) -> None:
+    raw = _raw(demo_artifact)
+    raw["schema_version"] = "1.1"
+    raw["onnx"].pop("explain")
+    manifest = parse_manifest(json.dumps(raw))
+    assert manifest.onnx.explain is None

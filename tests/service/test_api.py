@@ -611,7 +611,8 @@ def test_openapi_describes_the_real_api(client: TestClient) -> None:
     params = {p["name"] for p in spec["paths"]["/tag"]["post"]["parameters"]}
     assert params == {
         "top_k", "min_score", "thresholds", "all_scores", "timeout_ms", "model", "version",
-        "include_parents", "include_labels", "exclude_labels", "categories",
+        "include_parents", "include_labels", "exclude_labels", "categories", "explain",
+        "explain_format",
     }  # fmt: skip
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         infer = spec["paths"][path]["post"]["requestBody"]["content"]

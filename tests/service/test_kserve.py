@@ -44,7 +44,10 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
     assert client.is_model_ready("colour-demo")
     meta = client.get_model_metadata("colour-demo")
     assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, 64, 64, 3]}]
-    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 6]}]
+    assert meta["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 6]},
+        {"name": "heatmaps", "datatype": "FP32", "shape": [-1, 6, 8, 8]},  # the explain graph
+    ]
     assert client.get_server_metadata()["name"] == "mltag"
 
 

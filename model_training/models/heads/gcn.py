@@ -15,6 +15,8 @@ Label embeddings: a user file (`.npy` of shape (C, d) in label order, or JSON
 words' vectors, as the paper did with GloVe), else the built-in fallback: one-hot (d = C),
 which makes the first layer a learned per-label vector while the graph still mixes labels by
 co-occurrence.
+
+`explain`: the class activation map of GAP(a ⊙ F) (docs/method.md#where-a-tag-comes-from).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import make_classifier
+from .common import class_activation_map, make_classifier
 
 
 def cooccurrence_adjacency(targets: np.ndarray, tau: float = 0.4, rho: float = 0.25) -> np.ndarray:
@@ -88,6 +90,8 @@ class GraphConvolution(nn.Module):
 
 
 class GCNHead(nn.Module):
+    explain_method = "cam"
+
     def __init__(
         self,
         in_features: int,
@@ -127,3 +131,8 @@ class GCNHead(nn.Module):
         a = self.channel_attention().to(features.dtype)
         pooled = features.mean(dim=(2, 3)) * a  # (B, D) == GAP(a ⊙ F)
         return self.fc(pooled)  # (B, C)
+
+    def explain(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) -> (B, C, H, W): the class activation map of a ⊙ F (exact: the head
+        is a pooled linear layer once a is fixed)."""
+        return class_activation_map(self.fc, features, self.channel_attention())
