@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .dataset_builders.cli import add_commands as add_dataset_commands
 from .export.cli import add_export_parser, evaluate_artifact_command
+from .photo.cli import add_photo_parser
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     add_export_parser(sub)
+    add_photo_parser(sub)
     data = sub.add_parser(
         "data",
         help="build the OpenClipart data sets (no torch needed)",
