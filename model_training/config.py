@@ -201,6 +201,11 @@ class TrainConfig(_Section):
         description="lowest calibrated per-label threshold (labels with few val positives "
         "otherwise get near-0 thresholds that fire on most images)",
     )
+    regime: Literal["full", "frozen"] = Field(
+        "full",
+        description="full: train the whole network; frozen: keep the pretrained backbone, cache "
+        "its feature maps once (image + mirror) and train the head only (CPU budget)",
+    )
     calibrate: str = Field(
         "f1",
         description="per-label thresholds on val: 'f1' (F1-optimal) or 'precision:P' (lowest "

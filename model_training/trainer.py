@@ -39,6 +39,7 @@ from .distributed import (
     wrap_model,
 )
 from .engine import StepContext, predict, train_one_epoch
+from .frozen import FrozenRegime
 from .losses import build_loss
 from .metrics import evaluate_scores
 from .models import build_model
@@ -175,6 +176,11 @@ class _Training:
         if saved is not None:
             model.load_state_dict(saved["model"])
         self.state, self.step = self._state_and_step(model, saved)
+        self.frozen: FrozenRegime | None = None
+        if cfg.train.regime == "frozen":
+            if dist.world > 1:
+                raise ConfigError("train.regime=frozen runs in one process (no torchrun)")
+            self.frozen = FrozenRegime(self, splits.train, splits.val)
 
     def _state_and_step(
         self, model: nn.Module, saved: dict[str, Any] | None
@@ -234,9 +240,12 @@ class _Training:
         progress = _progress(
             cfg.train.progress and dist.main, f"epoch {epoch + 1}/{cfg.train.epochs}"
         )
-        stats = train_one_epoch(
-            self.step, self.train_loader, cfg.train.max_steps_per_epoch, progress
-        )
+        if self.frozen is not None:
+            stats = self.frozen.epoch(self, cfg.train.seed * 7_919 + epoch)
+        else:
+            stats = train_one_epoch(
+                self.step, self.train_loader, cfg.train.max_steps_per_epoch, progress
+            )
         self.state.epoch = epoch + 1
         return {
             "epoch": epoch + 1,
@@ -253,6 +262,8 @@ class _Training:
         t0 = time.perf_counter()
 
         def val_map(model: nn.Module) -> float:
+            if self.frozen is not None:
+                return self.frozen.val_map(model)  # type: ignore[arg-type]
             scores, targets = predict(model, self.val_loader, compute.device, compute.amp,
                                       compute.amp_dtype, compute.channels_last)  # fmt: skip
             return evaluate_scores(scores, targets).mAP
