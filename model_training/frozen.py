@@ -24,7 +24,7 @@ from torch import nn
 from .data import LabelledSet
 from .data.loaders import eval_loader
 from .data.transforms import preprocessing_for
-from .engine import train_one_epoch
+from .engine import to_device, train_one_epoch
 from .metrics import evaluate_scores
 from .models import MultilabelClassifier
 
@@ -49,13 +49,14 @@ def cache_features(
     loader: Any,
     device: torch.device,
     mirrored: bool,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """(N, views, D, h, w) float16 feature maps of `data`'s images in order; views: the image,
     and with `mirrored` its horizontal mirror."""
     backbone.eval()
     chunks = []
     for x, _ in loader:
-        x = x.to(device)
+        x = to_device(x, device, channels_last)
         views = [backbone(x)] + ([backbone(x.flip(-1))] if mirrored else [])  # (B, D, h, w)
         chunks.append(torch.stack(views, dim=1).half().cpu())
     feats = torch.cat(chunks)
@@ -90,10 +91,12 @@ class FrozenRegime:
         self.train_x = cache_features(
             model.backbone, splits_train,
             eval_loader(splits_train, prep, batch, cfg.data.num_workers), compute.device, True,
+            compute.channels_last,
         )  # fmt: skip
         self.val_x = cache_features(
             model.backbone, splits_val,
             eval_loader(splits_val, prep, batch, cfg.data.num_workers), compute.device, False,
+            compute.channels_last,
         )  # fmt: skip
         self.cache_seconds = time.perf_counter() - t0
         self.train_y = torch.from_numpy(np.asarray(splits_train.targets)).float()
