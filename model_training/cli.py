@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .dataset_builders.cli import add_commands as add_dataset_commands
 from .export.cli import add_export_parser, evaluate_artifact_command
+from .photo.cli import add_photo_parser
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -85,6 +86,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibration import CalibrationError
+    from .config import ConfigError
+    from .data import DataError
+    from .trainer import recalibrate_run
+
+    try:
+        final = recalibrate_run(args.run, args.rule, device=args.device)
+    except (CalibrationError, ConfigError, DataError, FileNotFoundError) as e:
+        print(f"mltag-train calibrate: error: {e}", file=sys.stderr)
+        return 2
+    keys = ("mAP", "CF1@0.5", "OF1@0.5", "CP@thr", "CF1@thr", "OP@thr", "OF1@thr")
+    summary = {
+        split: {k: round(final[split][k], 2) for k in keys if k in final[split]}
+        for split in ("val", "test")
+        if split in final
+    }
+    calibration = {k: v for k, v in final["calibration"].items() if k != "fallback_f1_labels"}
+    print(json.dumps({**summary, "calibration": calibration}, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mltag-train",
@@ -95,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_calibrate(sub)
     add_export_parser(sub)
+    add_photo_parser(sub)
     data = sub.add_parser(
         "data",
         help="build the OpenClipart data sets (no torch needed)",
@@ -166,6 +191,22 @@ def _add_evaluate(sub: Subparsers) -> None:
     ev.add_argument("--num-workers", type=int)
     ev.add_argument("--output", help="write the full result (with per-class AP) as JSON here")
     ev.set_defaults(func=_evaluate)
+
+
+def _add_calibrate(sub: Subparsers) -> None:
+    cal = sub.add_parser(
+        "calibrate",
+        help="choose a finished run's per-label thresholds again (F1 or a precision target)",
+        description="Re-score the run's validation split, choose per-label thresholds by RULE "
+        "and evaluate test once: 'f1' (F1-optimal) or 'precision:P' (per label the lowest "
+        "threshold whose validation precision is >= P, F1-optimal where none is). Rewrites "
+        "thresholds.json, per_class.csv and metrics.json's final val/test/calibration; export "
+        "the run again to ship them.",
+    )
+    cal.add_argument("--run", required=True, help="run directory written by `train`")
+    cal.add_argument("--rule", required=True, help="f1 | precision:P, e.g. precision:0.8")
+    cal.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    cal.set_defaults(func=_calibrate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Section(BaseModel):
@@ -206,7 +206,24 @@ class TrainConfig(_Section):
         description="lowest calibrated per-label threshold (labels with few val positives "
         "otherwise get near-0 thresholds that fire on most images)",
     )
+    regime: Literal["full", "frozen"] = Field(
+        "full",
+        description="full: train the whole network; frozen: keep the pretrained backbone, cache "
+        "its feature maps once (image + mirror) and train the head only (CPU budget)",
+    )
+    calibrate: str = Field(
+        "f1",
+        description="per-label thresholds on val: 'f1' (F1-optimal) or 'precision:P' (lowest "
+        "threshold with precision >= P, F1-optimal where P is unreachable)",
+    )
     progress: bool = True
+
+    @field_validator("calibrate")
+    @classmethod
+    def _known_rule(cls, v: str) -> str:
+        from .calibration import parse_rule
+
+        return str(parse_rule(v))
 
     def eval_batch(self) -> int:
         """The batch size of every evaluation pass: `eval_batch_size`, else twice

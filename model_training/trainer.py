@@ -12,9 +12,10 @@ Distributed: see `distributed.py`; rank 0 validates, writes files and decides ea
 
 from __future__ import annotations
 
+import json
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from . import plots
+from .calibration import calibrate, describe, parse_rule
 from .config import Config, ConfigError
 from .data import LabelledSet, Splits, load_splits, read_annotations
 from .data.loaders import eval_loader, train_loader
@@ -37,8 +39,9 @@ from .distributed import (
     wrap_model,
 )
 from .engine import StepContext, predict, train_one_epoch
+from .frozen import FrozenRegime
 from .losses import build_loss
-from .metrics import evaluate_scores, f1_optimal_thresholds
+from .metrics import evaluate_scores
 from .models import build_model
 from .optim import SAM
 from .rundir import RunDir, TrainLog, load_trained
@@ -173,6 +176,11 @@ class _Training:
         if saved is not None:
             model.load_state_dict(saved["model"])
         self.state, self.step = self._state_and_step(model, saved)
+        self.frozen: FrozenRegime | None = None
+        if cfg.train.regime == "frozen":
+            if dist.world > 1:
+                raise ConfigError("train.regime=frozen runs in one process (no torchrun)")
+            self.frozen = FrozenRegime(self, splits.train, splits.val)
 
     def _state_and_step(
         self, model: nn.Module, saved: dict[str, Any] | None
@@ -232,9 +240,12 @@ class _Training:
         progress = _progress(
             cfg.train.progress and dist.main, f"epoch {epoch + 1}/{cfg.train.epochs}"
         )
-        stats = train_one_epoch(
-            self.step, self.train_loader, cfg.train.max_steps_per_epoch, progress
-        )
+        if self.frozen is not None:
+            stats = self.frozen.epoch(self, cfg.train.seed * 7_919 + epoch)
+        else:
+            stats = train_one_epoch(
+                self.step, self.train_loader, cfg.train.max_steps_per_epoch, progress
+            )
         self.state.epoch = epoch + 1
         return {
             "epoch": epoch + 1,
@@ -251,6 +262,8 @@ class _Training:
         t0 = time.perf_counter()
 
         def val_map(model: nn.Module) -> float:
+            if self.frozen is not None:
+                return self.frozen.val_map(model)  # type: ignore[arg-type]
             scores, targets = predict(model, self.val_loader, compute.device, compute.amp,
                                       compute.amp_dtype, compute.channels_last)  # fmt: skip
             return evaluate_scores(scores, targets).mAP
@@ -284,40 +297,87 @@ def _finish(
     """Rank 0 after the last epoch: the selected weights, reloaded from best.pt, get per-label
     thresholds calibrated on validation and one evaluation on test; reports are written."""
     model, _, labels, _ = load_trained(run.root, compute.device)
+    scores_of = _scorer(cfg, model, compute)
+    final: dict[str, Any] = {
+        "selected": state.best,
+        "stopped_early": state.stopped_early,
+        "epochs_run": len(state.history),
+    }
+    final.update(_calibrate_and_test(cfg, run, splits, labels, scores_of))
+    if state.history:
+        plots.plot_curves(state.history, run.curves)
+    run.write_metrics(state.history, final)
+    msg = f"selected {state.best['source']} weights of epoch {state.best['epoch']}: val mAP "
+    msg += f"{final['val']['mAP']:.2f}"
+    msg += f", test mAP {final['test']['mAP']:.2f}" if "test" in final else ""
+    log(msg)
+    return final
+
+
+Scorer = Callable[[LabelledSet], tuple[np.ndarray, np.ndarray]]
+
+
+def _scorer(cfg: Config, model: nn.Module, compute: Compute) -> Scorer:
     prep = preprocessing_for(cfg.data)
 
     def scores_of(data: LabelledSet) -> tuple[np.ndarray, np.ndarray]:
         loader = eval_loader(data, prep, cfg.train.eval_batch(), cfg.data.num_workers)
         return predict(model, loader, compute.device, compute.amp, compute.amp_dtype)
 
+    return scores_of
+
+
+def _calibrate_and_test(
+    cfg: Config, run: RunDir, splits: Splits, labels: list[str], scores_of: Scorer
+) -> dict[str, Any]:
+    """Thresholds by `cfg.train.calibrate` on val (written to thresholds.json), one test
+    evaluation, PR curves and the per-class table; returns metrics.json's val/test/calibration."""
     s_val, y_val = scores_of(splits.val)
-    thresholds = f1_optimal_thresholds(s_val, y_val, floor=cfg.train.threshold_floor)
+    rule = parse_rule(cfg.train.calibrate)
+    thresholds, reached = calibrate(s_val, y_val, rule, floor=cfg.train.threshold_floor)
     run.write_thresholds(labels, thresholds)
     val_eval = evaluate_scores(s_val, y_val, thresholds)
-    final: dict[str, Any] = {
-        "selected": state.best,
-        "stopped_early": state.stopped_early,
-        "epochs_run": len(state.history),
+    out: dict[str, Any] = {
         "ap_policy": "classes without positives are skipped in mAP",
         "val": val_eval.summary(),
         "val_note": "@thr metrics on val are optimistic: the thresholds were fitted on it",
+        "calibration": describe(rule, labels, reached),
     }
-    test_eval = None
+    test_ap = None
     if splits.test is not None:
         s_test, y_test = scores_of(splits.test)
         test_eval = evaluate_scores(s_test, y_test, thresholds)
-        final["test"] = test_eval.summary()
+        out["test"] = test_eval.summary()
+        out["calibration"] = describe(rule, labels, reached, (s_test, y_test, thresholds))
+        test_ap = test_eval.per_class_ap
         plots.plot_pr_curves(s_test, y_test, labels, run.pr_curves("test"), "test")
     plots.plot_pr_curves(s_val, y_val, labels, run.pr_curves("val"), "validation")
-    if state.history:
-        plots.plot_curves(state.history, run.curves)
-    test_ap = test_eval.per_class_ap if test_eval is not None else None
     train_positives = (splits.train.targets > 0).sum(axis=0)
     run.write_per_class(labels, train_positives, val_eval.per_class_ap, test_ap, thresholds)
-    run.write_metrics(state.history, final)
-    msg = f"selected {state.best['source']} weights of epoch {state.best['epoch']}: val mAP "
-    msg += f"{val_eval.mAP:.2f}" + (f", test mAP {test_eval.mAP:.2f}" if test_eval else "")
-    log(msg)
+    return out
+
+
+def recalibrate_run(run_dir: str | Path, rule: str, device: str = "auto") -> dict[str, Any]:
+    """Choose a finished run's thresholds again by `rule` (`f1`, `precision:0.8`) without
+    training: thresholds.json, the per-class table and metrics.json's val/test/calibration
+    are rewritten, as if the run had been trained with `train.calibrate=rule`."""
+    run = RunDir(run_dir)
+    if not run.metrics.is_file():
+        raise FileNotFoundError(f"{run.root} has no metrics.json: not a finished run")
+    model, cfg, labels, _ = load_trained(run.root, resolve_device(device))
+    cfg = cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(
+                update={"calibrate": str(parse_rule(rule)), "device": device}
+            )
+        }
+    )
+    compute = Compute.for_config(cfg)
+    splits = load_splits(cfg.data, seed=cfg.train.seed)
+    doc = json.loads(run.metrics.read_text(encoding="utf-8"))
+    final = {**(doc.get("final") or {})}
+    final.update(_calibrate_and_test(cfg, run, splits, labels, _scorer(cfg, model, compute)))
+    run.write_metrics(doc.get("epochs") or [], final)
     return final
 
 

@@ -75,3 +75,18 @@ def test_load_benchmark_quick_run() -> None:
     assert closed_loop and all(int(cells[9]) == 0 for cells in closed_loop), out  # err column
     overload = out.split("## Overload", 1)[1].splitlines()
     assert overload[3].rstrip().endswith("| True |"), out  # alive after 4x overload
+
+
+def test_linear_probe_fits_and_scores(jsonl_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "probe"
+    stdout = _run("benchmarks/linear_probe.py", "--data", str(jsonl_data), "--out", str(out),
+                  "--size", "64", "--batch", "16", "--C", "0.1", "1")  # fmt: skip
+    result = json.loads((out / "result.json").read_text())
+    assert {"mAP", "CF1@0.5", "OF1@0.5", "CF1@thr", "OF1@thr", "wall_s", "C"} <= set(result)
+    assert result["C"] in (0.1, 1.0) and 0 <= result["mAP"] <= 100
+    assert "| linear probe" in stdout
+    # a second run reuses the cached features and still reports their first cost
+    again = _run("benchmarks/linear_probe.py", "--data", str(jsonl_data), "--out", str(out),
+                 "--size", "64", "--C", "1")  # fmt: skip
+    assert json.loads((out / "result.json").read_text())["features_s"] == result["features_s"]
+    assert "| linear probe" in again

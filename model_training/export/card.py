@@ -187,11 +187,32 @@ def _labels_section(run: TrainedRun, manifest: Manifest) -> list[str]:
         "",
         _table(["label", "train positives", "val AP", "test AP", "threshold"], label_rows),
         "",
-        "Thresholds: " + str(manifest.architecture.details.get("thresholds")) + " — F1-optimal "
-        "per label on the validation split. Override per request with `thresholds` / "
-        "`min_score`.",
+        "Thresholds: "
+        + str(manifest.architecture.details.get("thresholds"))
+        + " — "
+        + _calibration_text(manifest.architecture.details.get("calibration"))
+        + " Override per request with `thresholds` / `min_score`.",
         "",
     ]
+
+
+def _calibration_text(calibration: dict[str, Any] | None) -> str:
+    """How the thresholds were chosen (metrics.json's `final.calibration`)."""
+    if not calibration or calibration.get("rule", "f1") == "f1":
+        return "F1-optimal per label on the validation split."
+    text = (
+        f"rule `{calibration['rule']}`: {calibration.get('note', '')}. "
+        f"{calibration.get('labels_at_target')} labels reached the target on validation"
+    )
+    fallback = calibration.get("fallback_f1_labels") or []
+    text += f"; {len(fallback)} fell back to F1-optimal"
+    if calibration.get("test_labels_judged"):
+        text += (
+            f"; on test the target held for {calibration['test_labels_holding_target']} of the "
+            f"{calibration['test_labels_judged']} of them that predicted anything (median "
+            f"precision {100 * calibration['test_median_precision']:.1f}%)"
+        )
+    return text + "."
 
 
 def _verification_and_use(manifest: Manifest) -> list[str]:

@@ -511,4 +511,5 @@ def _details(run: TrainedRun) -> dict[str, Any]:
         "thresholds": cfg.export.thresholds
         if run.thresholds is not None
         else "fixed (no calibration)",
+        "calibration": run.final.get("calibration") or {"rule": "f1"},
     }

@@ -392,3 +392,28 @@ def test_load_run_reports_selected_weights(make_run: RunFactory) -> None:
     assert run.selected["source"] in ("raw", "ema")
     assert run.labels == ["red", "green", "blue", "yellow"]
     assert read_annotations(run.config.data, run.config.data.train, run.labels).labels == run.labels
+
+
+def test_precision_target_calibration_is_recorded_and_recalibration_rewrites(
+    make_run: RunFactory, tmp_path: Path
+) -> None:
+    from model_training.cli import main
+
+    run = copy_run(make_run("linear", "bce", "train.calibrate=precision:0.8"), tmp_path / "r")
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    assert final["calibration"]["rule"] == "precision:0.8"
+    assert "CF1@0.5" in final["test"] and "CF1@thr" in final["test"]
+    artifact = export_run(run, tmp_path / "a")
+    details = artifact.manifest.architecture.details
+    assert details["calibration"]["rule"] == "precision:0.8"
+    card = (tmp_path / "a" / "MODEL_CARD.md").read_text()
+    assert "precision:0.8" in card
+    # the same run recalibrated to F1 without training: thresholds and metrics rewritten
+    before = json.loads((run / "thresholds.json").read_text())
+    assert main(["calibrate", "--run", str(run), "--rule", "f1", "--device", "cpu"]) == 0
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    assert final["calibration"]["rule"] == "f1"
+    assert final["selected"]  # the training facts survive
+    after = json.loads((run / "thresholds.json").read_text())
+    assert set(after) == set(before)
+    assert main(["calibrate", "--run", str(run), "--rule", "precision:3"]) == 2

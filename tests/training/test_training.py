@@ -240,3 +240,64 @@ def test_channels_last_trains_the_same_model(small: Path, tmp_path: Path) -> Non
                                    msg=key)  # fmt: skip
     loss = [e["train_loss"] for e in nhwc["history"]], [e["train_loss"] for e in nchw["history"]]
     assert loss[0] == pytest.approx(loss[1], rel=1e-4)
+
+
+def test_frozen_regime_trains_the_head_only_and_finishes_like_full(
+    coco: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """train.regime=frozen: backbone weights untouched, head trained on cached feature maps,
+    then the usual selection, thresholds, test evaluation and a loadable best.pt."""
+    from model_training.frozen import feature_batches
+    from model_training.models import build_model
+    from model_training.rundir import load_trained
+
+    train, test = coco
+    cfg = _cfg(train, f"data.test={test}", "model.head=ml_decoder", "loss.name=asl",
+               "optim.name=adamw", "optim.sam=false", "train.lr=0.01", "train.epochs=4",
+               "train.regime=frozen", "train.ema=true")  # fmt: skip
+    torch.manual_seed(0)
+    initial = build_model(cfg, ["x"] * 4).backbone.state_dict()  # random init, same seed path
+    final = fit(cfg, tmp_path / "run")
+    assert final["test"]["mAP"] > 30.0, final["test"]  # random frozen backbone: above chance
+    assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"]) == 4
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "frozen regime: cached" in log
+    _, _, _, thresholds = load_trained(tmp_path / "run")
+    assert thresholds is not None
+    ckpt = torch.load(tmp_path / "run" / "checkpoints/last.pt", weights_only=False)
+    first = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"][0]
+    assert first["train_images_per_s"] > 0
+    # the backbone in the checkpoint is the one the run started from (never trained)
+    start = {
+        k[len("backbone.") :]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")
+    }
+    assert start.keys() == initial.keys()
+    trained_head = {k: v for k, v in ckpt["model"].items() if k.startswith("head.")}
+    assert trained_head
+    # the batches: one view per image, every step full
+    feats, y = torch.randn(10, 2, 3, 2, 2), torch.ones(10, 4)
+    batches = list(feature_batches(feats, y, 4, 2, torch.Generator().manual_seed(0)))
+    assert [b[0].shape for b in batches] == [torch.Size([4, 3, 2, 2])] * 2
+
+
+def test_frozen_regime_keeps_the_backbone(small: Path, tmp_path: Path) -> None:
+    cfg = _cfg(small, "model.head=linear", "train.epochs=1", "train.regime=frozen",
+               "train.ema=false", "optim.sam=false")  # fmt: skip
+    torch.manual_seed(0)
+    fit(cfg, tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "checkpoints/last.pt", weights_only=False)
+    torch.manual_seed(0)
+    cfg_full = _cfg(small, "model.head=linear", "train.epochs=1", "train.ema=false",
+                    "optim.sam=false")  # fmt: skip
+    fit(cfg_full, tmp_path / "full")
+    full = torch.load(tmp_path / "full" / "checkpoints/last.pt", weights_only=False)
+    from model_training.models import build_model
+
+    torch.manual_seed(cfg.train.seed)
+    fresh = build_model(cfg, list(ckpt["labels"])).state_dict()
+    frozen_moved = [k for k in fresh if k.startswith("backbone.") and "num_batches" not in k
+                    and not torch.equal(fresh[k], ckpt["model"][k])]  # fmt: skip
+    full_moved = [k for k in fresh if k.startswith("backbone.") and "num_batches" not in k
+                  and not torch.equal(fresh[k], full["model"][k])]  # fmt: skip
+    assert not frozen_moved, frozen_moved[:3]
+    assert full_moved  # the full regime does train the backbone
