@@ -8,12 +8,14 @@ domain)."""
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from mltag_artifact import load_artifact
 from mltag_artifact.preprocess import preprocess
@@ -83,6 +85,41 @@ def test_photos_get_no_wrong_kingdom(tagged: dict[str, dict[str, float]]) -> Non
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("quadrant", [(0, 1), (1, 0)])  # a transposed map fails both
+def test_cat_heatmap_points_at_the_cat(quadrant: tuple[int, int]) -> None:
+    """The cat photo pasted into one quadrant of a grey canvas: the `cat` tag is still given
+    and most of its heatmap mass is in that quadrant (the explain graph, through ORT)."""
+    artifact = load_artifact(PHOTO)
+    m = artifact.manifest
+    assert m.onnx.explain is not None and m.onnx.explain.method == "cam"
+    side = m.preprocessing.width
+    canvas = Image.new("RGB", (2 * side, 2 * side), (128, 128, 128))
+    with Image.open(PHOTOS / "chelsea.jpg") as cat:
+        canvas.paste(
+            cat.convert("RGB").resize((side, side)), (quadrant[1] * side, quadrant[0] * side)
+        )
+    buf = io.BytesIO()
+    canvas.save(buf, "PNG")
+    runner = ModelRunner(artifact, provider="cpu", intra_op_threads=1)
+    scores, maps = runner.run_explain(preprocess(buf.getvalue(), m.preprocessing)[np.newaxis])
+    i = m.labels.index("cat")
+    assert scores[0, i] >= m.thresholds[i], scores[0, i]
+    heat = np.maximum(maps[0, i], 0)
+    h, w = heat.shape  # 7 x 7: the middle row and column straddle two quadrants
+    rows, cols = np.indices(heat.shape) + 0.5  # cell centres
+    centre = (float((heat * rows).sum() / heat.sum()), float((heat * cols).sum() / heat.sum()))
+    inside = [
+        (c < half) == (q == 0) for c, half, q in zip(centre, (h / 2, w / 2), quadrant, strict=True)
+    ]
+    assert all(inside), (centre, heat.round(2))
+    near_rows, near_cols = (
+        (slice(0, h // 2), slice(h - h // 2, h)),
+        (slice(0, w // 2), slice(w - w // 2, w)),
+    )
+    far = heat[near_rows[1 - quadrant[0]], near_cols[1 - quadrant[1]]]
+    assert far.sum() < 0.05 * heat.sum(), heat.round(2)  # the opposite quadrant stays cold
+
+
 def test_make_run_layout_serves_photo_by_default_and_clipart_on_request(tmp_path: Path) -> None:
     repo = tmp_path / "repository"
     for name, target in (("photo", PHOTO), ("clipart", CLIPART)):

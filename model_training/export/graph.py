@@ -142,15 +142,21 @@ def example_input(prep: Preprocessing, batch: int = 2, seed: int = 0) -> torch.T
 
 
 def export_onnx(
-    graph: ExportGraph, prep: Preprocessing, path: str, num_labels: int, opset: int = 17
+    graph: nn.Module,
+    prep: Preprocessing,
+    path: str,
+    num_labels: int,
+    opset: int = 17,
+    explain: bool | None = None,
 ) -> None:
     """Trace with the TorchScript-based exporter: dynamic batch, fixed spatial size, outputs
-    declared (batch, num_labels, ...); an `ExplainExportGraph` gets its two outputs."""
+    declared (batch, num_labels, ...); an explain graph (an `ExplainExportGraph`, or any module
+    with `explain=True` returning (probabilities, heatmaps)) gets its two outputs."""
     import onnx
 
-    outputs = (
-        [OUTPUT_NAME, EXPLAIN_NAME] if isinstance(graph, ExplainExportGraph) else [OUTPUT_NAME]
-    )
+    if explain is None:
+        explain = isinstance(graph, ExplainExportGraph)
+    outputs = [OUTPUT_NAME, EXPLAIN_NAME] if explain else [OUTPUT_NAME]
     with warnings.catch_warnings():
         # Tracer warnings about Python-side shape checks (e.g. timm's asserts) are expected.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)

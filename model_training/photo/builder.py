@@ -8,9 +8,8 @@ probabilities, then P @ M for the ancestor tags] clipped to [0, 1], where M (100
 mass the classifier puts on the classes under it, and the service sees an ordinary
 probabilities output.
 
-For class activation maps the pieces stay separate in `PhotoTagModel`: `features` (the trunk's
-map), `classifier` (weight (1000, 1280)) and `membership` (M): a tag's map can be formed from
-the rows of the classifier weight of the classes it covers.
+The artifact's explain graph (`explain.onnx`, `.explain`) adds per-tag heatmaps from the same
+pieces: `features` (the trunk's map), `classifier` (weight (1000, 1280)) and `membership` (M).
 """
 
 from __future__ import annotations
@@ -39,12 +38,14 @@ from mltag_artifact import (
 )
 
 from ..export.errors import ExportError
+from ..export.explain import EXPLAIN_FILE
 from ..export.exporter import check_onnx
 from ..export.graph import INPUT_NAME, OUTPUT_NAME, count_gmacs, export_onnx
 from ..export.scoring import open_runner, sample_batches
 from ..models.backbone import lite0_package_state_dict
 from .card import render_photo_card
 from .dropped import DROPPED_SYNSETS
+from .explain import photo_explain_parity, trace_photo_explain
 from .hierarchy import PhotoTag, build_tags, check_tags
 from .thresholds import ThresholdPolicy, coverage_thresholds
 from .wordnet import DEFAULT_WORDNET_DIR, load_wordnet
@@ -147,19 +148,27 @@ def build_photo_model(output: str | Path, options: PhotoModelOptions | None = No
     log.info("%d tags: %d ImageNet classes + %d ancestors", len(tags), len(class_ids),
              len(tags) - len(class_ids))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix=".mltag-photo-") as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        export_onnx(model, prep, str(onnx_path), len(tags), OPSET)  # type: ignore[arg-type]
+        onnx_path, explain_path = Path(tmp) / "model.onnx", Path(tmp) / EXPLAIN_FILE
+        export_onnx(model, prep, str(onnx_path), len(tags), OPSET)
         check_onnx(onnx_path, len(tags))
+        spec = trace_photo_explain(model, prep, explain_path, len(tags), OPSET)
         manifest = photo_manifest(tags, prep, opts, model, len(class_ids))
-        staged = write_artifact(Path(tmp) / "artifact", manifest, onnx_path, None)
-        diff, scores = _parity(model, staged, opts.check_images)
-        details = {**manifest.architecture.details, "parity_max_abs_diff": diff}
+        onnx_entry = manifest.onnx.model_copy(update={"explain": spec})
+        manifest = manifest.model_copy(update={"onnx": onnx_entry})
+        staged = write_artifact(Path(tmp) / "artifact", manifest, onnx_path, None, explain_path)
+        batch = _check_batch(opts.check_images, prep)
+        diff, scores = _parity(model, staged, batch)
+        details = {
+            **manifest.architecture.details,
+            "parity_max_abs_diff": diff,
+            "explain_parity_max_rel_diff": photo_explain_parity(model, staged, batch),
+        }
         manifest = manifest.model_copy(
             update={"architecture": manifest.architecture.model_copy(update={"details": details})}
         )
         examples = _examples(manifest, opts.check_images, scores)
         card = render_photo_card(manifest, tags, examples)
-        written = write_artifact(output, manifest, onnx_path, card)
+        written = write_artifact(output, manifest, onnx_path, card, explain_path)
     artifact = load_artifact(written.directory)
     open_runner(artifact).warm_up(1, 4)
     return artifact
@@ -215,19 +224,17 @@ def _details(tags: Sequence[PhotoTag], opts: PhotoModelOptions, num_classes: int
     }
 
 
-def _parity(
-    model: PhotoTagModel, staged: Artifact, images: Sequence[Path]
-) -> tuple[float, np.ndarray]:
-    """Max |ORT - PyTorch| on the same uint8 input (the check photos, or random pixels), and
-    the ORT scores."""
-    runner = open_runner(staged)
-    prep = staged.manifest.preprocessing
+def _check_batch(images: Sequence[Path], prep: Preprocessing) -> np.ndarray:
+    """The model input the parity checks use: the check photos, or random pixels."""
     if images:
-        batch = np.concatenate(list(sample_batches(list(images), prep)))
-    else:
-        rng = np.random.default_rng(0)
-        batch = rng.integers(0, 256, (4, prep.height, prep.width, 3), dtype=np.uint8)
-    got = runner.run(batch)
+        return np.concatenate(list(sample_batches(list(images), prep)))
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (4, prep.height, prep.width, 3), dtype=np.uint8)
+
+
+def _parity(model: PhotoTagModel, staged: Artifact, batch: np.ndarray) -> tuple[float, np.ndarray]:
+    """Max |ORT - PyTorch| on the same uint8 input, and the ORT scores."""
+    got = open_runner(staged).run(batch)
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
     diff = float(np.abs(got.astype(np.float64) - expected).max())
