@@ -179,3 +179,13 @@ def test_only_working_console_scripts(engine: Engine, cpu_image: str) -> None:
     r = engine.run("run", "--rm", "--entrypoint", "python", cpu_image, "-c", "import torch",
                    check=False)  # fmt: skip
     assert r.returncode != 0 and "No module named 'torch'" in r.stderr
+
+
+def test_the_page_and_its_assets_ship_in_the_image(service: Service) -> None:
+    """The browser page is package data: it must be in the installed (non-editable) image."""
+    page = httpx.get(service.url + "/", timeout=5)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for asset in ("app.js", "app.css"):
+        r = httpx.get(f"{service.url}/ui/{asset}", timeout=5)
+        assert r.status_code == 200 and len(r.content) > 500, asset
+        assert f"/ui/{asset}" in page.text
