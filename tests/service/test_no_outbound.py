@@ -3,15 +3,19 @@ log stays JSON. ONNX Runtime otherwise looks up Microsoft's telemetry host a few
 a session is created (and keeps telemetry state under ~/.cache/Microsoft: with recent state
 there a short run may make no lookup at all, so each run starts from an empty HOME).
 
-Every `connect()` of the real `mltag-serve` process tree is traced with strace. A control
-process, identical but with the user's explicit `ORT_DISABLE_TELEMETRY=0`, shows that the same
-harness does see the lookup when telemetry is on."""
+Every `connect()` of the real `mltag-serve` process tree is traced with strace. A probe process
+that connects a UDP socket to a documentation address shows that the harness sees a Python
+child's connect() on this machine (a test that saw nothing must not pass because strace saw
+nothing). A control service, identical but with the user's explicit `ORT_DISABLE_TELEMETRY=0`,
+runs beside it: where ONNX Runtime phones home (it did ~9 s after session creation on the
+development machines; on some machines it makes no lookup at all) the harness must see it."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -30,7 +34,9 @@ pytestmark = [
 ]
 
 OBSERVE_S = 20.0  # ONNX Runtime's lookup came ~9 s after session creation here
-MAX_OBSERVE_S = 90.0
+MAX_OBSERVE_S = 60.0
+# UDP connect() sends nothing; 192.0.2.1 is TEST-NET-1 (RFC 5737), never routed.
+_PROBE = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(('192.0.2.1', 9))"
 _CONNECT = re.compile(r"connect\(\d+, \{sa_family=(AF_INET6?), (.*?)\}")
 _LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
@@ -43,6 +49,13 @@ def outbound(trace: Path) -> list[str]:
         if m and not any(f'"{addr}"' in m.group(2) for addr in _LOOPBACK):
             found.append(line.strip())
     return found
+
+
+def test_the_harness_sees_a_connect(tmp_path: Path) -> None:
+    trace = tmp_path / "probe.strace"
+    command = ["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(trace)]
+    subprocess.run([*command, sys.executable, "-c", _PROBE], check=True, timeout=60)
+    assert any("192.0.2.1" in line for line in outbound(trace)), trace.read_text()
 
 
 def test_no_outbound_connection_and_json_logs(demo_artifact_dir: Path, tmp_path: Path) -> None:
@@ -85,6 +98,7 @@ def test_no_outbound_connection_and_json_logs(demo_artifact_dir: Path, tmp_path:
     assert lines, "the service logged nothing"
     for line in lines:
         json.loads(line)  # every line of the log is one JSON object
-    assert outbound(control_trace), (
-        f"the harness saw no lookup in {MAX_OBSERVE_S:.0f} s even with telemetry on"
-    )
+    # With telemetry on the control may or may not phone home on this machine; when it does,
+    # the lookup is exactly what the service run above must not show.
+    if not outbound(control_trace):
+        print(f"ONNX Runtime made no lookup in {MAX_OBSERVE_S:.0f} s here even with telemetry on")
