@@ -1,13 +1,17 @@
-"""`train.regime=frozen`: the pretrained backbone is never trained, so its feature maps are
-computed once and only the head trains, over the cache. On a CPU this is the cheap regime:
-one backbone forward per image (and its mirror) for the whole run instead of a forward and a
-backward per image per epoch. Results:
+"""The cached regimes, `train.regime=frozen` and `train.regime=partial`: the first part of the
+pretrained backbone is never trained, so its output is computed once and only the rest trains,
+over the cache. `frozen` caches the whole backbone's feature maps and trains the head;
+`partial` caches the output of all but the last `train.trainable_stages` stages and trains
+those stages, the backbone's final conv and the head. On a CPU these are the cheap regimes:
+the high-resolution early stages (most of a forward pass, and more of a backward one) run once
+per image and view for the whole run. Results:
 benchmarks/RESULTS.md#cpu-training-budget-on-openclipart-ml-issue-20.
 
 What differs from `full`: augmentation is the horizontal flip only (each training image is
 cached as itself and mirrored; each epoch picks one view per image); RandAugment and Cutout do
-not apply. Everything after training (checkpoint selection, thresholds, test, export) is the
-same, and the run's checkpoints hold the whole classifier, so `export` needs nothing special.
+not apply. The frozen stages' batch norms keep their pretrained statistics. Everything after
+training (checkpoint selection, thresholds, test, export) is the same, and the run's
+checkpoints hold the whole classifier, so `export` needs nothing special.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import ConfigError
 from .data import LabelledSet
 from .data.loaders import eval_loader
 from .data.transforms import preprocessing_for
@@ -31,15 +36,43 @@ from .models import MultilabelClassifier
 FeatureBatches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
-class HeadOnly(nn.Module):
-    """The classifier's head on cached feature maps: what the training step calls."""
+# The stem and stages of timm's EfficientNet family (EfficientNet, -Lite, MixNet, ...):
+# forward_features is conv_stem -> bn1 -> blocks (stages) -> conv_head -> bn2.
+_STAGED = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
 
-    def __init__(self, classifier: MultilabelClassifier) -> None:
+
+def split_backbone(backbone: nn.Module, trainable_stages: int) -> tuple[nn.Module, nn.Module]:
+    """(frozen prefix, trainable rest) of `backbone` (a `Backbone`), so that
+    rest(prefix(x)) == backbone(x). 0 trainable stages: the whole backbone is the prefix."""
+    if trainable_stages == 0:
+        return backbone, nn.Identity()
+    body = backbone.body  # type: ignore[union-attr]
+    if not all(hasattr(body, name) for name in _STAGED) or not isinstance(
+        body.blocks, nn.Sequential
+    ):
+        raise ConfigError(
+            f"train.regime=partial needs a timm EfficientNet-family backbone (conv_stem, "
+            f"blocks, conv_head), not {type(body).__name__}; use regime full or frozen"
+        )
+    stages = len(body.blocks)
+    if trainable_stages > stages:
+        raise ConfigError(f"train.trainable_stages={trainable_stages}: the backbone has {stages}")
+    cut = stages - trainable_stages
+    prefix = nn.Sequential(body.conv_stem, body.bn1, *body.blocks[:cut])
+    rest = nn.Sequential(*body.blocks[cut:], body.conv_head, body.bn2)
+    return prefix, rest
+
+
+class CachedForward(nn.Module):
+    """The trainable rest of the classifier on cached maps: what the training step calls."""
+
+    def __init__(self, classifier: MultilabelClassifier, trainable_stages: int) -> None:
         super().__init__()
         self.classifier = classifier
+        self.rest = split_backbone(classifier.backbone, trainable_stages)[1]
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier.head(features)  # (B, C)
+    def forward(self, cached: torch.Tensor) -> torch.Tensor:
+        return self.classifier.head(self.rest(cached))  # (B, C)
 
 
 @torch.inference_mode()
@@ -77,24 +110,26 @@ def feature_batches(
         yield feats[idx, view[idx]].float(), targets[idx]
 
 
-class FrozenRegime:
-    """The cache and the head-only epoch of a `_Training` whose regime is `frozen`."""
+class CachedRegime:
+    """The cache and the epoch of a `_Training` whose regime is `frozen` or `partial`."""
 
     def __init__(self, training: Any, splits_train: LabelledSet, splits_val: LabelledSet) -> None:
         cfg, compute = training.cfg, training.compute
         model: MultilabelClassifier = training.state.model
-        for p in model.backbone.parameters():
+        self.stages = cfg.train.trainable_stages if cfg.train.regime == "partial" else 0
+        prefix, _ = split_backbone(model.backbone, self.stages)
+        for p in prefix.parameters():
             p.requires_grad_(False)
         prep = preprocessing_for(cfg.data)
         batch = cfg.train.eval_batch()
         t0 = time.perf_counter()
         self.train_x = cache_features(
-            model.backbone, splits_train,
+            prefix, splits_train,
             eval_loader(splits_train, prep, batch, cfg.data.num_workers), compute.device, True,
             compute.channels_last,
         )  # fmt: skip
         self.val_x = cache_features(
-            model.backbone, splits_val,
+            prefix, splits_val,
             eval_loader(splits_val, prep, batch, cfg.data.num_workers), compute.device, False,
             compute.channels_last,
         )  # fmt: skip
@@ -105,11 +140,13 @@ class FrozenRegime:
         if cfg.train.max_steps_per_epoch:
             self.steps = min(self.steps, cfg.train.max_steps_per_epoch)
         training.step = dataclasses.replace(
-            training.step, model=HeadOnly(model), channels_last=False
+            training.step,
+            model=CachedForward(model, self.stages),
+            channels_last=compute.channels_last and self.stages > 0,
         )
         training.log(
-            f"frozen regime: cached {len(self.train_x)}x{self.train_x.shape[1]} train and "
-            f"{len(self.val_x)} val feature maps {tuple(self.train_x.shape[2:])} in "
+            f"{cfg.train.regime} regime: cached {len(self.train_x)}x{self.train_x.shape[1]} train"
+            f" and {len(self.val_x)} val feature maps {tuple(self.train_x.shape[2:])} in "
             f"{self.cache_seconds:.0f} s"
         )
 
@@ -121,10 +158,11 @@ class FrozenRegime:
         return train_one_epoch(training.step, batches, None, None)
 
     @torch.inference_mode()
-    def val_map(self, model: MultilabelClassifier, batch: int = 256) -> float:
+    def val_map(self, model: MultilabelClassifier, batch: int = 128) -> float:
         model.eval()
+        forward = CachedForward(model, self.stages)
         outs = [
-            model.probabilities(model.head(self.val_x[i : i + batch, 0].float()))
+            model.probabilities(forward(self.val_x[i : i + batch, 0].float()))
             for i in range(0, len(self.val_x), batch)
         ]
         return evaluate_scores(torch.cat(outs).numpy(), self.val_y).mAP

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import plots
-from .calibration import calibrate, describe, parse_rule
+from .calibration import calibrate_with_floor, describe, parse_rule
 from .config import Config, ConfigError
 from .data import LabelledSet, Splits, load_splits, read_annotations
 from .data.loaders import eval_loader, train_loader
@@ -39,7 +39,7 @@ from .distributed import (
     wrap_model,
 )
 from .engine import StepContext, predict, train_one_epoch
-from .frozen import FrozenRegime
+from .frozen import CachedRegime
 from .losses import build_loss
 from .metrics import evaluate_scores
 from .models import build_model
@@ -176,11 +176,13 @@ class _Training:
         if saved is not None:
             model.load_state_dict(saved["model"])
         self.state, self.step = self._state_and_step(model, saved)
-        self.frozen: FrozenRegime | None = None
-        if cfg.train.regime == "frozen":
+        self.cached: CachedRegime | None = None
+        if cfg.train.regime != "full":
             if dist.world > 1:
-                raise ConfigError("train.regime=frozen runs in one process (no torchrun)")
-            self.frozen = FrozenRegime(self, splits.train, splits.val)
+                raise ConfigError(
+                    f"train.regime={cfg.train.regime} runs in one process (no torchrun)"
+                )
+            self.cached = CachedRegime(self, splits.train, splits.val)
 
     def _state_and_step(
         self, model: nn.Module, saved: dict[str, Any] | None
@@ -240,8 +242,8 @@ class _Training:
         progress = _progress(
             cfg.train.progress and dist.main, f"epoch {epoch + 1}/{cfg.train.epochs}"
         )
-        if self.frozen is not None:
-            stats = self.frozen.epoch(self, cfg.train.seed * 7_919 + epoch)
+        if self.cached is not None:
+            stats = self.cached.epoch(self, cfg.train.seed * 7_919 + epoch)
         else:
             stats = train_one_epoch(
                 self.step, self.train_loader, cfg.train.max_steps_per_epoch, progress
@@ -262,8 +264,8 @@ class _Training:
         t0 = time.perf_counter()
 
         def val_map(model: nn.Module) -> float:
-            if self.frozen is not None:
-                return self.frozen.val_map(model)  # type: ignore[arg-type]
+            if self.cached is not None:
+                return self.cached.val_map(model)  # type: ignore[arg-type]
             scores, targets = predict(model, self.val_loader, compute.device, compute.amp,
                                       compute.amp_dtype, compute.channels_last)  # fmt: skip
             return evaluate_scores(scores, targets).mAP
@@ -334,21 +336,23 @@ def _calibrate_and_test(
     evaluation, PR curves and the per-class table; returns metrics.json's val/test/calibration."""
     s_val, y_val = scores_of(splits.val)
     rule = parse_rule(cfg.train.calibrate)
-    thresholds, reached = calibrate(s_val, y_val, rule, floor=cfg.train.threshold_floor)
+    thresholds, reached, floor = calibrate_with_floor(s_val, y_val, rule, cfg.train.threshold_floor)
     run.write_thresholds(labels, thresholds)
     val_eval = evaluate_scores(s_val, y_val, thresholds)
     out: dict[str, Any] = {
         "ap_policy": "classes without positives are skipped in mAP",
         "val": val_eval.summary(),
         "val_note": "@thr metrics on val are optimistic: the thresholds were fitted on it",
-        "calibration": describe(rule, labels, reached),
+        "calibration": describe(rule, labels, reached, floor=floor),
     }
     test_ap = None
     if splits.test is not None:
         s_test, y_test = scores_of(splits.test)
         test_eval = evaluate_scores(s_test, y_test, thresholds)
         out["test"] = test_eval.summary()
-        out["calibration"] = describe(rule, labels, reached, (s_test, y_test, thresholds))
+        out["calibration"] = describe(
+            rule, labels, reached, (s_test, y_test, thresholds), floor=floor
+        )
         test_ap = test_eval.per_class_ap
         plots.plot_pr_curves(s_test, y_test, labels, run.pr_curves("test"), "test")
     plots.plot_pr_curves(s_val, y_val, labels, run.pr_curves("val"), "validation")
@@ -357,10 +361,13 @@ def _calibrate_and_test(
     return out
 
 
-def recalibrate_run(run_dir: str | Path, rule: str, device: str = "auto") -> dict[str, Any]:
-    """Choose a finished run's thresholds again by `rule` (`f1`, `precision:0.8`) without
-    training: thresholds.json, the per-class table and metrics.json's val/test/calibration
-    are rewritten, as if the run had been trained with `train.calibrate=rule`."""
+def recalibrate_run(
+    run_dir: str | Path, rule: str, device: str = "auto", floor: float | str | None = None
+) -> dict[str, Any]:
+    """Choose a finished run's thresholds again by `rule` (`f1`, `precision:0.8`) and, when
+    given, `floor` (a number or `auto`) without training: thresholds.json, the per-class table
+    and metrics.json's val/test/calibration are rewritten, as if the run had been trained with
+    `train.calibrate=rule` (and `train.threshold_floor=floor`)."""
     run = RunDir(run_dir)
     if not run.metrics.is_file():
         raise FileNotFoundError(f"{run.root} has no metrics.json: not a finished run")
@@ -368,7 +375,11 @@ def recalibrate_run(run_dir: str | Path, rule: str, device: str = "auto") -> dic
     cfg = cfg.model_copy(
         update={
             "train": cfg.train.model_copy(
-                update={"calibrate": str(parse_rule(rule)), "device": device}
+                update={
+                    "calibrate": str(parse_rule(rule)),
+                    "device": device,
+                    "threshold_floor": cfg.train.threshold_floor if floor is None else floor,
+                }
             )
         }
     )

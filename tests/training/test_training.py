@@ -301,3 +301,50 @@ def test_frozen_regime_keeps_the_backbone(small: Path, tmp_path: Path) -> None:
                   and not torch.equal(fresh[k], full["model"][k])]  # fmt: skip
     assert not frozen_moved, frozen_moved[:3]
     assert full_moved  # the full regime does train the backbone
+
+
+def test_split_backbone_composes_to_the_backbone() -> None:
+    """rest(prefix(x)) is the backbone's own forward, for every cut; bad cuts are config errors."""
+    from torch import nn
+
+    from model_training.frozen import split_backbone
+    from model_training.models.backbone import Backbone
+
+    torch.manual_seed(0)
+    backbone = Backbone(TINY).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        want = backbone(x)
+        for stages in range(len(backbone.body.blocks) + 1):
+            prefix, rest = split_backbone(backbone, stages)
+            assert torch.allclose(rest(prefix(x)), want, atol=1e-5), stages
+    with pytest.raises(ConfigError, match="the backbone has 5"):
+        split_backbone(backbone, 6)
+    not_staged = nn.Module()
+    not_staged.body = nn.Linear(3, 3)
+    with pytest.raises(ConfigError, match="EfficientNet-family"):
+        split_backbone(not_staged, 1)
+
+
+def test_partial_regime_trains_the_last_stages_only(small: Path, tmp_path: Path) -> None:
+    """train.regime=partial: the cached stages keep their weights (and batch-norm statistics),
+    the last `trainable_stages`, the final conv and the head train; the run finishes as usual."""
+    from model_training.models import build_model
+
+    cfg = _cfg(small, "model.head=linear", "train.epochs=2", "train.regime=partial",
+               "train.trainable_stages=2", "train.ema=true", "optim.sam=false",
+               "train.lr=0.01")  # fmt: skip
+    torch.manual_seed(cfg.train.seed)
+    fresh = build_model(cfg, ["x"] * 4).state_dict()
+    final = fit(cfg, tmp_path / "run")
+    assert "val" in final
+    assert "partial regime: cached" in (tmp_path / "run" / "train.log").read_text()
+    ckpt = torch.load(tmp_path / "run" / "checkpoints/last.pt", weights_only=False)["model"]
+    moved = {k for k in fresh if "num_batches" not in k and not torch.equal(fresh[k], ckpt[k])}
+    frozen = ("backbone.body.conv_stem.", "backbone.body.bn1.", "backbone.body.blocks.0.",
+              "backbone.body.blocks.1.", "backbone.body.blocks.2.")  # fmt: skip
+    trained = ("backbone.body.blocks.3.", "backbone.body.blocks.4.", "backbone.body.conv_head.",
+               "backbone.body.bn2.", "head.")  # fmt: skip
+    assert not [k for k in moved if k.startswith(frozen)]
+    for part in trained:
+        assert any(k.startswith(part) for k in moved), part
