@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     features = load_features(args.out)
-    floor = load_config(BASE_CONFIG).train.threshold_floor
+    floor = float(load_config(BASE_CONFIG).train.threshold_floor)  # a number in that config
     results_path = args.out / "results.json"
     results: dict[str, Any] = (
         json.loads(results_path.read_text()) if results_path.exists() else {"rows": {}}

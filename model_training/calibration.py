@@ -2,6 +2,12 @@
 target (`precision:0.8`): per label, the lowest threshold (most recall) whose validation
 precision reaches the target, and the F1-optimal threshold where no threshold reaches it.
 
+Every threshold is at least `train.threshold_floor`; `auto` tries the floors in `AUTO_FLOORS`
+and keeps the one with the best pooled F1 (OF1) on validation. Per-label thresholds fitted on a
+small validation split often land very low for labels with few positives and then fire on many
+images: a floor trades a little per-label F1 on validation for much better precision overall
+(benchmarks/RESULTS.md#cpu-training-budget-on-openclipart-ml-issue-20).
+
 `train.calibrate` picks the rule at the end of training; `mltag-train calibrate` applies
 another one to a finished run. What was chosen is recorded in metrics.json (`final.
 calibration`), the manifest (`architecture.details.calibration`) and the model card.
@@ -14,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import f1_optimal_thresholds
+from .metrics import evaluate_scores, f1_optimal_thresholds
+
+AUTO_FLOORS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
 class CalibrationError(ValueError):
@@ -86,6 +94,23 @@ def calibrate(
     return precision_target_thresholds(scores, targets, rule.target, floor=floor)
 
 
+def calibrate_with_floor(
+    scores: np.ndarray, targets: np.ndarray, rule: CalibrationRule, floor: float | str
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """`calibrate` with `floor`, or with `floor="auto"` the floor of `AUTO_FLOORS` whose
+    thresholds give the best validation OF1 (the lowest on ties); returns the floor used."""
+    if floor != "auto":
+        return (*calibrate(scores, targets, rule, float(floor)), float(floor))
+    best: tuple[float, np.ndarray, np.ndarray | None, float] | None = None
+    for f in AUTO_FLOORS:
+        thresholds, reached = calibrate(scores, targets, rule, f)
+        of1 = evaluate_scores(scores, targets, thresholds).summary()["OF1@thr"]
+        if best is None or of1 > best[0] + 1e-9:
+            best = (of1, thresholds, reached, f)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
 def label_precision(scores: np.ndarray, targets: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Per-label precision at `thresholds` (NaN where nothing is predicted)."""
     s, t = np.asarray(scores), np.asarray(targets)
@@ -101,10 +126,13 @@ def describe(
     labels: list[str],
     reached: np.ndarray | None,
     test: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    floor: float | None = None,
 ) -> dict[str, Any]:
-    """What metrics.json and the manifest record: the rule, and for a precision rule which
-    labels fell back to F1 and how often the target held on test (scores, targets, thr)."""
+    """What metrics.json and the manifest record: the rule, the floor, and for a precision rule
+    which labels fell back to F1 and how often the target held on test (scores, targets, thr)."""
     out: dict[str, Any] = {"rule": str(rule), "split": "val"}
+    if floor is not None:
+        out["floor"] = floor
     if rule.kind == "f1":
         out["note"] = "F1-optimal per label on the validation split"
         return out

@@ -86,6 +86,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floor(text: str | None) -> float | str | None:
+    from .config import ConfigError
+
+    if text is None or text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"--floor {text!r}: expected auto or a number between 0 and 1")
+    return value
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     from .calibration import CalibrationError
     from .config import ConfigError
@@ -93,7 +107,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from .trainer import recalibrate_run
 
     try:
-        final = recalibrate_run(args.run, args.rule, device=args.device)
+        final = recalibrate_run(args.run, args.rule, device=args.device, floor=_floor(args.floor))
     except (CalibrationError, ConfigError, DataError, FileNotFoundError) as e:
         print(f"mltag-train calibrate: error: {e}", file=sys.stderr)
         return 2
@@ -205,6 +219,9 @@ def _add_calibrate(sub: Subparsers) -> None:
     )
     cal.add_argument("--run", required=True, help="run directory written by `train`")
     cal.add_argument("--rule", required=True, help="f1 | precision:P, e.g. precision:0.8")
+    cal.add_argument(
+        "--floor", help="lowest threshold: a number or auto (default: the run's threshold_floor)"
+    )
     cal.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     cal.set_defaults(func=_calibrate)
 

@@ -198,8 +198,10 @@ def _labels_section(run: TrainedRun, manifest: Manifest) -> list[str]:
 
 def _calibration_text(calibration: dict[str, Any] | None) -> str:
     """How the thresholds were chosen (metrics.json's `final.calibration`)."""
+    floor = calibration.get("floor") if calibration else None
+    at_least = f" Every threshold is at least {floor:g}." if floor is not None else ""
     if not calibration or calibration.get("rule", "f1") == "f1":
-        return "F1-optimal per label on the validation split."
+        return "F1-optimal per label on the validation split." + at_least
     text = (
         f"rule `{calibration['rule']}`: {calibration.get('note', '')}. "
         f"{calibration.get('labels_at_target')} labels reached the target on validation"
@@ -212,7 +214,7 @@ def _calibration_text(calibration: dict[str, Any] | None) -> str:
             f"{calibration['test_labels_judged']} of them that predicted anything (median "
             f"precision {100 * calibration['test_median_precision']:.1f}%)"
         )
-    return text + "."
+    return text + "." + at_least
 
 
 def _verification_and_use(manifest: Manifest) -> list[str]:

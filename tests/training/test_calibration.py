@@ -96,3 +96,37 @@ def test_calibrate_and_describe() -> None:
     assert d["rule"] == "precision:0.8"
     assert d["labels_at_target"] + len(d["fallback_f1_labels"]) == 3
     assert d["test_labels_holding_target"] == d["labels_at_target"]  # same data: it holds
+
+
+def test_auto_floor_keeps_the_floor_with_the_best_validation_of1() -> None:
+    from model_training.calibration import AUTO_FLOORS, calibrate_with_floor
+    from model_training.metrics import evaluate_scores
+
+    rng = np.random.default_rng(3)
+    # Many rare labels whose few positives score low: their F1-optimal thresholds land low and
+    # fire on many negatives, which a higher floor prevents; one common, well-separated label.
+    y = (rng.random((300, 12)) < 0.03).astype(np.float32)
+    y[:, 0] = rng.random(300) < 0.5
+    s = np.clip(rng.random((300, 12)) * 0.35 + 0.1 * y, 0, 1)
+    s[:, 0] = np.clip(0.6 * y[:, 0] + 0.4 * rng.random(300), 0, 1)
+    rule = parse_rule("f1")
+    of1 = {
+        f: evaluate_scores(s, y, calibrate(s, y, rule, f)[0]).summary()["OF1@thr"]
+        for f in AUTO_FLOORS
+    }
+    thr, reached, floor = calibrate_with_floor(s, y, rule, "auto")
+    assert floor == max(AUTO_FLOORS, key=lambda f: (of1[f], -f))
+    assert floor > AUTO_FLOORS[0]  # the low floor loses here: the test is not vacuous
+    assert thr.min() >= floor and reached is None
+    assert np.allclose(thr, calibrate(s, y, rule, floor)[0])
+    thr3, _, floor3 = calibrate_with_floor(s, y, rule, 0.3)  # a number is used as it is
+    assert floor3 == 0.3 and np.allclose(thr3, calibrate(s, y, rule, 0.3)[0])
+    assert describe(rule, ["x"] * 12, None, floor=floor)["floor"] == floor
+
+
+def test_config_takes_a_floor_or_auto() -> None:
+    assert load_config(None, ["train.threshold_floor=auto"]).train.threshold_floor == "auto"
+    assert load_config(None, ["train.threshold_floor=0.3"]).train.threshold_floor == 0.3
+    for bad in ("1.5", "-0.1", "sometimes"):
+        with pytest.raises(ConfigError):
+            load_config(None, [f"train.threshold_floor={bad}"])
