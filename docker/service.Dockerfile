@@ -12,7 +12,7 @@
 #
 # Size, measured (make test-docker; docs/deployment.md, "Images"): the image adds 236 MB to
 # its base, the venv 218 MB (onnxruntime, numpy, pillow, uvloop, ...; pip and setuptools
-# removed) + the bundled model 18 MB: ~370 MB uncompressed on python:3.11-slim (~130 MB).
+# removed) + the bundled model 28 MB: ~380 MB uncompressed on python:3.11-slim (~130 MB).
 # No torch, ever: the build fails if anything pulls it in.
 # Air-gapped or behind a proxy: the base image, package index and CA bundle are build inputs
 # (below; docs/deployment.md, "Building without a registry or behind a proxy").

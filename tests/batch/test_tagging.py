@@ -86,10 +86,11 @@ def test_rows_equal_the_service(
         assert row["error"] == expected["error"], row["id"]
         assert row["tags"] == expected["tags"], row["id"]  # same float32 scores, exactly
         assert row.get("scores") == expected.get("scores"), row["id"]
+        manifest = tagger.tagger.manifest
         assert row["model"] == {
-            "name": "mltag-openclipart",
-            "version": "1.0.0",
-            "sha256": tagger.tagger.manifest.onnx.sha256,
+            "name": manifest.name,
+            "version": manifest.version,
+            "sha256": manifest.onnx.sha256,
         }
         tagged += bool(row["tags"])
     assert tagged >= 3  # the clip art really gets tags: the comparison is not vacuous

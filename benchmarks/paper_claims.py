@@ -1,0 +1,93 @@
+"""The paper's claims (AAM vs ASL vs BCE; GCN vs linear vs ML-Decoder) with backbone training on
+OpenClipart-ML, through the real `mltag-train`: one run per head x loss x seed, each the bundled
+model's recipe (configs/default_model.yaml) with only the head and loss changed, then a table.
+
+    python benchmarks/paper_claims.py [--rows linear+asl,ml_decoder+aam] [--seeds 0 1] \
+        [--out build/claims] [--set train.regime=full --set train.epochs=25 ...]
+
+On 2 CPU cores each run takes about 9 minutes (the partial regime: the last two backbone
+stages, the final conv and the head train over cached maps). On a GPU the same command runs
+the whole network (`--set train.regime=full --set train.amp=true`; CUDA AMP is on by default
+there). Runs that finished are reused (delete their folder to redo one). Results:
+benchmarks/RESULTS.md#cpu-training-budget-on-openclipart-ml-issue-20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADS = ("linear", "gcn", "ml_decoder")
+LOSSES = ("asl", "aam", "bce")
+# ML-Decoder as the earlier default model sized it for a CPU.
+HEAD_SETTINGS = {"ml_decoder": ["head.ml_decoder.embed_dim=256", "head.ml_decoder.ff_dim=1024"]}
+
+
+def run_row(row: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
+    head, loss = row.split("+")
+    out = args.out / f"{head}-{loss}-s{seed}"
+    metrics = out / "metrics.json"
+    if not (metrics.is_file() and "test" in (json.loads(metrics.read_text()).get("final") or {})):
+        sets = [f"model.head={head}", f"loss.name={loss}", f"train.seed={seed}",
+                "train.progress=false", *HEAD_SETTINGS.get(head, []), *args.set]  # fmt: skip
+        cmd = [sys.executable, "-m", "model_training", "train", "--config", str(args.config),
+               "--output", str(out)] + [x for s in sets for x in ("--set", s)]  # fmt: skip
+        if (out / "checkpoints" / "last.pt").is_file():
+            cmd.append("--resume")  # an interrupted run goes on from its last epoch
+        elif out.exists():
+            shutil.rmtree(out)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, check=True)
+        (out / "wall_seconds.txt").write_text(f"{time.perf_counter() - t0:.0f}\n")
+    final = json.loads(metrics.read_text())["final"]["test"]
+    wall = out / "wall_seconds.txt"
+    return {
+        "mAP": final["mAP"],
+        "CF1@0.5": final["CF1@0.5"],
+        "OF1@0.5": final["OF1@0.5"],
+        "CF1@cal": final["CF1@thr"],
+        "OF1@cal": final["OF1@thr"],
+        "min": float(wall.read_text()) / 60 if wall.is_file() else float("nan"),
+    }
+
+
+def cell(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {(max(values) - min(values)) / 2:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    rows = [f"{h}+{loss}" for h in HEADS for loss in LOSSES]
+    ap.add_argument("--rows", default=",".join(rows), help="head+loss, comma-separated")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "configs" / "default_model.yaml")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "claims")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    results = {}
+    for row in args.rows.split(","):
+        if row.split("+")[0] not in HEADS or row.split("+")[-1] not in LOSSES:
+            ap.error(f"unknown row {row!r}; rows are head+loss from {HEADS} x {LOSSES}")
+        results[row] = [run_row(row, seed, args) for seed in args.seeds]
+    keys = ("mAP", "CF1@0.5", "OF1@0.5", "CF1@cal", "OF1@cal", "min")
+    sets = " ".join(args.set)
+    print(f"# {args.config.name} {sets}; seeds {args.seeds}; test split; ± half range")
+    print("| head + loss | seeds | test mAP | CF1@0.5 | OF1@0.5 | CF1@cal | OF1@cal | wall min |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row, runs in results.items():
+        cells = " | ".join(cell([r[k] for r in runs]) for k in keys)
+        print(f"| {row} | {len(runs)} | {cells} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
