@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ class Net(nn.Module):
 
     def __init__(self, first: int) -> None:
         super().__init__()
-        body = create_timm_body("efficientnet_lite0", "package")
+        body: Any = create_timm_body("efficientnet_lite0", "package")  # timm, typed loosely
         stem = [body.conv_stem, body.bn1] if first == 0 else []
         self.body = nn.Sequential(*stem, *body.blocks[first:], body.conv_head, body.bn2)
         self.fc = nn.Linear(1280, LABELS)

@@ -241,7 +241,13 @@ def _dataset(plan: Plan, concurrency: int) -> Any:
         threads=max(1, round(config.cpus_per_actor)),
         provider=config.provider,
     )
-    writer = sinks.ShardWriter(config.output, config.fmt, plan.run_id, config.options.all_scores)
+    writer = sinks.ShardWriter(
+        config.output,
+        config.fmt,
+        plan.run_id,
+        config.options.all_scores,
+        parents=plan.artifact.manifest.label_info is not None,
+    )
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     return ds.map_batches(
         ImageTagger,

@@ -33,6 +33,10 @@ JOB_FILE = "_job.json"
 SUMMARY_FILE = "_summary.json"
 
 _TAG = pa.struct([("label", pa.string()), ("score", pa.float32())])
+# Models with a label hierarchy (manifest `label_info`) give each tag its parents, as /tag does.
+_TAG_WITH_PARENTS = pa.struct(
+    [("label", pa.string()), ("score", pa.float32()), ("parents", pa.list_(pa.string()))]
+)
 _ERROR = pa.struct([("code", pa.string()), ("message", pa.string())])
 _MODEL = pa.struct([("name", pa.string()), ("version", pa.string()), ("sha256", pa.string())])
 
@@ -45,14 +49,15 @@ class LeaseLostError(OutputError):
     """Another run took the output directory over; this one must stop writing."""
 
 
-def row_schema(all_scores: bool) -> pa.Schema:
-    """Rows as `/tag` results: `tags` (label, score) by score; `scores` (every label, with
-    --all-scores); `error` {code, message} or null; the model that made them. Scores are the
-    model's float32 values, so they compare exactly with the service's JSON."""
+def row_schema(all_scores: bool, parents: bool = False) -> pa.Schema:
+    """Rows as `/tag` results: `tags` (label, score, and parents for a model with a label
+    hierarchy) by score; `scores` (every label, with --all-scores); `error` {code, message} or
+    null; the model that made them. Scores are the model's float32 values, so they compare
+    exactly with the service's JSON."""
     fields: list[tuple[str, pa.DataType]] = [
         ("id", pa.string()),
         ("path", pa.string()),
-        ("tags", pa.list_(_TAG)),
+        ("tags", pa.list_(_TAG_WITH_PARENTS if parents else _TAG)),
     ]
     if all_scores:
         fields.append(("scores", pa.map_(pa.string(), pa.float32())))
@@ -66,14 +71,14 @@ def shard_name(run_id: str, first_seq: int, fmt: str) -> str:
     return f"{SHARD_PREFIX}{run_id}-{first_seq:010d}{EXTENSIONS[fmt]}"
 
 
-def encode(rows: list[dict[str, Any]], fmt: str, all_scores: bool) -> bytes:
+def encode(rows: list[dict[str, Any]], fmt: str, all_scores: bool, parents: bool = False) -> bytes:
     if fmt == "jsonl":
         # As the service's JSON responses: UTF-8, compact, no NaN.
         dump = functools.partial(
             json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":")
         )
         return "".join(dump(r) + "\n" for r in rows).encode("utf-8")
-    table = pa.Table.from_pylist(rows, schema=row_schema(all_scores))
+    table = pa.Table.from_pylist(rows, schema=row_schema(all_scores, parents))
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()
@@ -87,10 +92,11 @@ class ShardWriter:
     fmt: str
     run_id: str
     all_scores: bool
+    parents: bool = False  # the model has a label hierarchy: tags carry their parents
 
     def write(self, first_seq: int, rows: list[dict[str, Any]]) -> str:
         name = shard_name(self.run_id, first_seq, self.fmt)
-        data = encode(rows, self.fmt, self.all_scores)
+        data = encode(rows, self.fmt, self.all_scores, self.parents)
         owner = read_job(self.output)
         if owner is None or owner.get("run_id") != self.run_id:
             raise LeaseLostError(

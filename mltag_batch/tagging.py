@@ -26,7 +26,7 @@ import numpy as np
 from mltag_artifact import Artifact, Preprocessing, load_artifact
 from mltag_artifact.preprocess import UNTRUSTED_LIMITS, ImageError, preprocess
 from mltag_artifact.runner import ModelRunner
-from mltag_artifact.tagger import Tagger
+from mltag_artifact.tagger import Selection, Tagger, TagResult
 
 from . import storage
 from .sinks import ShardWriter
@@ -243,10 +243,18 @@ class ImageTagger:
         elif not np.all(np.isfinite(result)):
             error = {"code": "model_error", "message": "the model returned no valid score"}
         else:
-            tags = self.tagger.tags(result, self.thresholds, self.options.top_k)
-            row["tags"] = [{"label": label, "score": score} for label, score in tags]
+            how = Selection(top_k=self.options.top_k)
+            row["tags"] = [_tag(t) for t in self.tagger.select(result, self.thresholds, how)]
             if self.options.all_scores:
                 row["scores"] = dict(zip(self.tagger.labels, map(float, result), strict=True))
         row["error"] = error
         row["model"] = self.model
         return row
+
+
+def _tag(t: TagResult) -> dict[str, Any]:
+    """A tag as `/tag` gives it: parents only from a model with a label hierarchy."""
+    tag: dict[str, Any] = {"label": t.label, "score": t.score}
+    if t.parents is not None:
+        tag["parents"] = t.parents
+    return tag

@@ -46,7 +46,7 @@ def split_backbone(backbone: nn.Module, trainable_stages: int) -> tuple[nn.Modul
     rest(prefix(x)) == backbone(x). 0 trainable stages: the whole backbone is the prefix."""
     if trainable_stages == 0:
         return backbone, nn.Identity()
-    body = backbone.body  # type: ignore[union-attr]
+    body: Any = getattr(backbone, "body", None)  # timm's modules, typed loosely
     if not all(hasattr(body, name) for name in _STAGED) or not isinstance(
         body.blocks, nn.Sequential
     ):
