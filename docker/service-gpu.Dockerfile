@@ -8,7 +8,7 @@
 # MLTAG_REQUIRE_GPU=true: the service refuses to start rather than silently serve on CPU.
 #
 # Size: about 4 GB uncompressed. Measured (make test-docker, on a stand-in base: the CUDA base
-# cannot be pulled here): the image adds GPU_ADD to its base, the venv 492 MB (onnxruntime-gpu)
+# cannot be pulled here): the image adds 520 MB to its base, the venv 492 MB (onnxruntime-gpu)
 # + the model 28 MB; the CUDA 13 + cuDNN 9 runtime base is ~3.3 GB (published layers).
 # onnxruntime-gpu from PyPI is built for CUDA 13 + cuDNN 9, hence this base; keep the two in
 # step when bumping docker/constraints.txt.
