@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -133,3 +134,11 @@ class TagResult:
     label: str
     score: float
     parents: list[str] | None  # None when the model has no hierarchy
+
+    def as_dict(self) -> dict[str, Any]:
+        """The tag as `/tag` and `mltag-batch` give it: `parents` only from a model with a
+        label hierarchy."""
+        tag: dict[str, Any] = {"label": self.label, "score": self.score}
+        if self.parents is not None:
+            tag["parents"] = self.parents
+        return tag

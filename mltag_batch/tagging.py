@@ -26,7 +26,7 @@ import numpy as np
 from mltag_artifact import Artifact, Preprocessing, load_artifact
 from mltag_artifact.preprocess import UNTRUSTED_LIMITS, ImageError, preprocess
 from mltag_artifact.runner import ModelRunner
-from mltag_artifact.tagger import Selection, Tagger, TagResult
+from mltag_artifact.tagger import Selection, Tagger
 
 from . import storage
 from .sinks import ShardWriter
@@ -244,17 +244,9 @@ class ImageTagger:
             error = {"code": "model_error", "message": "the model returned no valid score"}
         else:
             how = Selection(top_k=self.options.top_k)
-            row["tags"] = [_tag(t) for t in self.tagger.select(result, self.thresholds, how)]
+            row["tags"] = [t.as_dict() for t in self.tagger.select(result, self.thresholds, how)]
             if self.options.all_scores:
                 row["scores"] = dict(zip(self.tagger.labels, map(float, result), strict=True))
         row["error"] = error
         row["model"] = self.model
         return row
-
-
-def _tag(t: TagResult) -> dict[str, Any]:
-    """A tag as `/tag` gives it: parents only from a model with a label hierarchy."""
-    tag: dict[str, Any] = {"label": t.label, "score": t.score}
-    if t.parents is not None:
-        tag["parents"] = t.parents
-    return tag

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from mltag_artifact.preprocess import SUPPORTED_FORMATS_TEXT, ImageError
-from mltag_artifact.tagger import Selection, Tagger, TagResult
+from mltag_artifact.tagger import Selection, Tagger
 
 from ..inference.decoder import Decoded
 from ..inference.served_model import ServedModel, decode_limits, split_explained
@@ -421,7 +421,7 @@ def _results(
                 "message": "the model returned no valid score",
             }
         else:
-            result["tags"] = [_tag(t) for t in tagger.select(p, thr, how)]
+            result["tags"] = [t.as_dict() for t in tagger.select(p, thr, how)]
             if options.all_scores:
                 result["scores"] = dict(zip(tagger.labels, map(float, p), strict=True))
         n_err += result["error"] is not None
@@ -443,10 +443,3 @@ def _selection(options: TagOptions) -> Selection:
         exclude=frozen(options.exclude_labels),
         categories=frozen(options.categories),
     )
-
-
-def _tag(t: TagResult) -> dict[str, Any]:
-    tag: dict[str, Any] = {"label": t.label, "score": t.score}
-    if t.parents is not None:  # only models with a hierarchy say anything about parents
-        tag["parents"] = t.parents
-    return tag
