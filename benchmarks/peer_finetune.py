@@ -131,10 +131,10 @@ def evaluate(out: Path, floor: float) -> dict[str, float]:
 
 def write_weights(path: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from model_training.models import lite0_package_state_dict
+    from model_training.models import package_state_dict
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(lite0_package_state_dict(), path)
+    torch.save(package_state_dict(), path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,8 +161,9 @@ class CachedRegime:
     def val_map(self, model: MultilabelClassifier, batch: int = 128) -> float:
         model.eval()
         forward = CachedForward(model, self.stages)
+        device = next(model.parameters()).device  # the cache stays in host memory
         outs = [
-            model.probabilities(forward(self.val_x[i : i + batch, 0].float()))
+            model.probabilities(forward(self.val_x[i : i + batch, 0].to(device).float())).cpu()
             for i in range(0, len(self.val_x), batch)
         ]
-        return evaluate_scores(torch.cat(outs).numpy(), self.val_y).mAP
+        return evaluate_scores(torch.cat(outs).float().numpy(), self.val_y).mAP

@@ -1,6 +1,6 @@
 """Backbone wrapper, heads and the classifier composing them."""
 
-from .backbone import Backbone, PretrainedWeightsError, create_timm_body, lite0_package_state_dict
+from .backbone import Backbone, PretrainedWeightsError, create_timm_body, package_state_dict
 from .classifier import MultilabelClassifier, ProbabilityModel, build_model, is_cosine
 from .heads import HEADS, HeadContext, build_head
 
@@ -15,5 +15,5 @@ __all__ = [
     "build_model",
     "create_timm_body",
     "is_cosine",
-    "lite0_package_state_dict",
+    "package_state_dict",
 ]

