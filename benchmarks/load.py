@@ -227,7 +227,7 @@ def start_server(
         **os.environ,
         "MLTAG_ARTIFACT_DIR": str(artifact),
         "MLTAG_PORT": str(port),
-        "MLTAG_LOG_LEVEL": "warning",
+        "MLTAG_LOG_LEVEL": os.environ.get("MLTAG_LOG_LEVEL", "warning"),
         **{f"MLTAG_{k.upper()}": v for k, v in settings.items()},
     }
     t0 = time.perf_counter()

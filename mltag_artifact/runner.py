@@ -112,6 +112,7 @@ class ModelRunner:
         m = artifact.manifest
         self.manifest = m
         opts = session_options(intra_op_threads)
+        self.session_threads = opts.intra_op_num_threads
         providers = choose_providers(provider, require_gpu, ort.get_available_providers())
         self.session = _open_session(artifact.onnx_path, opts, providers)
         self.provider = self.session.get_providers()[0]

@@ -88,6 +88,19 @@ class Settings(BaseSettings):
 
     # Batching
     max_batch_size: int = Field(16, ge=1, le=1024, description="Most images per model run.")
+    batch_tuning: bool = Field(
+        True,
+        description="At load, time the model at batch sizes 1, 2, 4, ... up to max_batch_size"
+        " and cap batches at the fastest per image (on a CPU large batches can cost more per"
+        " image); false: batches of up to max_batch_size.",
+    )
+    model_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Batches running at once (model threads) per model; 0 = one per core on a"
+        " CPU, one on a GPU.",
+    )
     max_delay_ms: float = Field(
         0.0, ge=0, description="Wait this long for a fuller batch; 0 = never wait when idle."
     )

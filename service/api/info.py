@@ -13,7 +13,7 @@ from mltag_artifact import ExplainGraph, LabelInfo
 from ..inference.registry import ModelNotFoundError
 from .errors import ApiError
 from .pipeline import StateDep
-from .schemas import LabelEntry, LabelsResponse, ModelInfo
+from .schemas import BatchingInfo, LabelEntry, LabelsResponse, ModelInfo
 
 router = APIRouter()
 
@@ -66,6 +66,11 @@ async def labels(
             preprocessing=m.preprocessing.model_dump(),
             execution_provider=tagger.runner.provider,
             heatmaps=_heatmaps(m.onnx.explain) if served.explain_batcher is not None else None,
+            batching=BatchingInfo(
+                workers=served.plan.workers,
+                max_batch_size=served.plan.max_batch_size,
+                ms_per_image={b: round(ms, 3) for b, ms in served.plan.ms_per_image.items()},
+            ),
         ),
         default_threshold=m.default_threshold,
         labels=[

@@ -162,6 +162,15 @@ class LabelEntry(BaseModel):
     category: str | None = None
 
 
+class BatchingInfo(BaseModel):
+    workers: int = Field(description="Batches this model runs at once (model threads).")
+    max_batch_size: int = Field(description="Most images per model run, as planned at load.")
+    ms_per_image: dict[int, float] = Field(
+        description="Measured at load: wall-clock ms per image by batch size, with `workers`"
+        " runs at a time; empty when batch_tuning is off."
+    )
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -176,6 +185,7 @@ class ModelInfo(BaseModel):
         description="The explain graph (method, height, width) when the model has one: "
         "POST /tag?explain=true works; absent otherwise.",
     )
+    batching: BatchingInfo
 
 
 class LabelsResponse(BaseModel):

@@ -1,8 +1,11 @@
-"""Dynamic batching: one queue, one consumer task, a future per image, one model thread.
+"""Dynamic batching: one queue, one consumer task, a future per image, `workers` model
+threads (several batches run at once on a CPU: ONNX Runtime runs concurrent batches on one
+session, and on a few cores two small batches side by side cost less per image than one
+large batch over two threads; benchmarks/RESULTS.md#batching-plan).
 
 Flushes when `max_batch_size` images wait or when the oldest has waited `max_delay_s`
-(0 = no fixed delay: while a batch runs, arrivals pile up and form the next batch, as in
-Triton). Optionally (`wait_for_decoding`) an idle model waits for images still being
+(0 = no fixed delay: while the model threads are busy, arrivals pile up and form the next
+batch, as in Triton). Optionally (`wait_for_decoding`) an idle model waits for images still being
 decoded (`incoming()`), up to one model run's time: when decoding is the bottleneck (large
 photos) that forms real batches instead of runs of one. `run_alone` runs one job on the idle
 model thread directly (the service's fast path for a lone image). Items whose future is
@@ -62,9 +65,12 @@ class DynamicBatcher:
         wait_for_decoding: bool = False,
         incoming: Callable[[], int] = _nothing_incoming,
         total_depth: Callable[[], int] | None = None,
+        workers: int = 1,
     ) -> None:
         self._run_batch = run_batch
+        self.run_one = run_batch  # what `run_alone` runs its one sample on
         self.max_batch_size = max_batch_size
+        self.workers = max(1, workers)
         self.max_delay_s = max_delay_s
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
@@ -72,16 +78,18 @@ class DynamicBatcher:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="mltag-model", initializer=thread_initializer
-        )
-        self._busy = False
-        self._alone = False  # run_alone holds the model thread
+            max_workers=self.workers, thread_name_prefix="mltag-model",
+            initializer=thread_initializer,
+        )  # fmt: skip
+        self._running = 0  # batches on the model threads
+        self._runs: set[asyncio.Task[None]] = set()
+        self._alone = False  # run_alone holds a model thread
         self.wait_for_decoding = wait_for_decoding
         self._incoming = incoming  # images being decoded: they will be submitted soon
         # What the queue-depth gauge shows: this queue, or the model's queues together (a
         # model with an explain graph has two batchers sharing its metrics).
         self._total_depth = total_depth or self._own_depth
-        self.batch_seconds = 0.0  # EWMA of the time per model run
+        self.batch_seconds = 0.0  # EWMA of the time per model run (one worker's)
 
     @property
     def queue_depth(self) -> int:
@@ -89,8 +97,8 @@ class DynamicBatcher:
 
     @property
     def running(self) -> bool:
-        """The model thread is computing (a batch, or a `run_alone` job)."""
-        return self._busy or self._alone
+        """A model thread is computing (a batch, or a `run_alone` job)."""
+        return self._running > 0 or self._alone
 
     @property
     def idle(self) -> bool:
@@ -154,7 +162,7 @@ class DynamicBatcher:
             if not isinstance(sample, np.ndarray):
                 return sample, None, 0.0
             t0 = time.monotonic()
-            probs = self._stack_and_run([sample])[0]
+            probs = self.run_one(sample[np.newaxis])[0]
             return sample, probs, time.monotonic() - t0
 
         def finished(_: object) -> None:  # when the thread is done, even if nobody waits
@@ -235,11 +243,14 @@ class DynamicBatcher:
         self._set_depth()
         return batch
 
+    def _threads_busy(self) -> bool:
+        return self._running + self._alone >= self.workers
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue or self._alone:  # the fast path has the model thread
-                if self._closing and not self._queue:
+            if not self._queue or self._threads_busy():
+                if self._closing and not self._queue and not self._running:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -251,23 +262,31 @@ class DynamicBatcher:
             batch = self._take_batch()
             if not batch:
                 continue
-            self._busy = True
-            t0 = time.monotonic()
-            try:
-                samples = [item.sample for item in batch]
-                probs = await loop.run_in_executor(self._executor, self._stack_and_run, samples)
-            except Exception as e:  # fan the failure out to every waiter of this batch
-                log.exception("model run failed for a batch of %d", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(e)
-                continue
-            finally:
-                self._busy = False
-            self._record_batch(len(batch), time.monotonic() - t0)
-            for item, row in zip(batch, probs, strict=True):
+            self._running += 1
+            task = loop.create_task(self._run(batch))
+            self._runs.add(task)
+            task.add_done_callback(self._runs.discard)
+
+    async def _run(self, batch: list[_Item]) -> None:
+        """One batch on a model thread; its results (or its failure) to every waiter."""
+        t0 = time.monotonic()
+        try:
+            samples = [item.sample for item in batch]
+            loop = asyncio.get_running_loop()
+            probs = await loop.run_in_executor(self._executor, self._stack_and_run, samples)
+        except Exception as e:  # fan the failure out to every waiter of this batch
+            log.exception("model run failed for a batch of %d", len(batch))
+            for item in batch:
                 if not item.future.done():
-                    item.future.set_result(row)
+                    item.future.set_exception(e)
+            return
+        finally:
+            self._running -= 1
+            self._wakeup.set()  # a model thread is free
+        self._record_batch(len(batch), time.monotonic() - t0)
+        for item, row in zip(batch, probs, strict=True):
+            if not item.future.done():
+                item.future.set_result(row)
 
     def _record_batch(self, size: int, elapsed: float) -> None:
         self.batch_seconds = 0.8 * self.batch_seconds + 0.2 * elapsed

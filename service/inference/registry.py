@@ -26,6 +26,7 @@ from mltag_artifact.tagger import Tagger
 
 from ..metrics import ServiceMetrics
 from ..settings import Settings
+from .batch_plan import BatchPlan
 from .repository import VersionDir, choose, scan
 from .served_model import ServedModel, load_tagger
 
@@ -47,6 +48,7 @@ class Loaded:
     name: str
     version: str
     tagger: Tagger
+    plan: BatchPlan
 
 
 @dataclass
@@ -63,8 +65,8 @@ def load_initial(settings: Settings) -> list[Loaded]:
     chosen version. Raises ArtifactError / ModelLoadError naming the problem."""
     root = settings.model_repository
     if root is None:
-        tagger = load_tagger(settings)
-        return [Loaded(tagger.manifest.name, tagger.manifest.version, tagger)]
+        tagger, plan = load_tagger(settings)
+        return [Loaded(tagger.manifest.name, tagger.manifest.version, tagger, plan)]
     if not root.is_dir():
         raise ArtifactError(f"model repository {str(root)!r} does not exist")
     loaded = []
@@ -74,7 +76,7 @@ def load_initial(settings: Settings) -> list[Loaded]:
             raise ArtifactError(
                 f"{root / name}: no version folder to serve ({_wanted(settings, name)})"
             )
-        loaded.append(Loaded(name, str(chosen.version), load_tagger(settings, chosen.path)))
+        loaded.append(Loaded(name, str(chosen.version), *load_tagger(settings, chosen.path)))
     if not loaded:
         raise ArtifactError(f"model repository {str(root)!r} holds no model folder")
     names = [item.name for item in loaded]
@@ -148,7 +150,7 @@ class ModelRegistry:
 
     def _swap(self, entry: Entry, item: Loaded) -> None:
         model = ServedModel(item.tagger, self.settings, self.metrics, self._pool, self._budget,
-                            name=item.name, version=item.version)  # fmt: skip
+                            name=item.name, version=item.version, plan=item.plan)  # fmt: skip
         model.start()
         for batcher in model.batchers:
             batcher.on_crash(self._on_crash)
@@ -190,7 +192,7 @@ class ModelRegistry:
     async def _load_version(self, entry: Entry, chosen: VersionDir) -> None:
         entry.state = "LOADING"
         try:
-            tagger = await asyncio.to_thread(load_tagger, self.settings, chosen.path)
+            tagger, plan = await asyncio.to_thread(load_tagger, self.settings, chosen.path)
         except (ArtifactError, ModelLoadError, OSError) as e:
             entry.failed[chosen.version] = await asyncio.to_thread(chosen.signature)
             entry.state = "READY" if entry.serving is not None else "UNAVAILABLE"
@@ -198,7 +200,7 @@ class ModelRegistry:
             self.metrics.load_failures.labels(entry.name).inc()
             log.error("%s version %s not served: %s", entry.name, chosen.version, e)
             raise ModelLoadFailedError(entry.reason) from e
-        self._swap(entry, Loaded(entry.name, str(chosen.version), tagger))
+        self._swap(entry, Loaded(entry.name, str(chosen.version), tagger, plan))
 
     async def unload(self, name: str) -> None:
         if name == self.default_name:

@@ -22,6 +22,7 @@ from ..metrics import ServiceMetrics
 from ..settings import Settings
 from ..tuning import worker_thread_setup
 from .admission import Admission, Reservation
+from .batch_plan import BatchPlan, model_workers, plan_batches
 from .batcher import DynamicBatcher
 from .decoder import Decoder
 
@@ -36,10 +37,10 @@ def decode_limits(settings: Settings) -> DecodeLimits:
     )
 
 
-def load_tagger(settings: Settings, directory: Path | None = None) -> Tagger:
+def load_tagger(settings: Settings, directory: Path | None = None) -> tuple[Tagger, BatchPlan]:
     """Validate the artifact in `directory` (default: the settings' artifact_dir), create its
-    session, warm it up (blocking; raises ArtifactError or ModelLoadError with a message naming
-    the problem)."""
+    session, warm it up and plan its batches (blocking; raises ArtifactError or ModelLoadError
+    with a message naming the problem)."""
     directory = directory or settings.artifact_dir
     artifact = load_artifact(directory)
     # ONNX Runtime's worker threads inherit the priority of the thread creating the session.
@@ -59,7 +60,14 @@ def load_tagger(settings: Settings, directory: Path | None = None) -> Tagger:
         "loaded %s %s (%d labels) from %s on %s",
         m.name, m.version, len(m.labels), directory, runner.provider,
     )  # fmt: skip
-    return Tagger(artifact, runner)
+
+    def single_thread() -> ModelRunner:
+        one = ModelRunner(artifact, "cpu", intra_op_threads=1, explain=False)
+        one.warm_up(settings.warmup_runs, settings.max_batch_size)
+        return one
+
+    setup = functools.partial(worker_thread_setup, "mltag-model", settings.model_nice)
+    return Tagger(artifact, runner), plan_batches(runner, settings, single_thread, setup)
 
 
 def explain_rows(explainer: Explainer, batch: np.ndarray) -> np.ndarray:
@@ -87,19 +95,29 @@ class ServedModel:
         decode_budget: DecodeBudget,
         name: str | None = None,
         version: str | None = None,
+        plan: BatchPlan | None = None,
     ) -> None:
         self.tagger = tagger
         self.settings = settings
+        self.plan = plan or BatchPlan(
+            model_workers(settings, tagger.runner.provider), settings.max_batch_size
+        )
         self.name = name or tagger.manifest.name
         self.version = version or tagger.manifest.version
         self.metrics = metrics.for_model(self.name, self.version, tagger.runner.provider)
-        self.batcher = self._batcher(tagger.run, settings.wait_for_decoding)
+        batch_run = self.plan.runner.run if self.plan.runner is not None else tagger.run
+        self.batcher = self._batcher(
+            batch_run, settings.wait_for_decoding, self.plan.max_batch_size, self.plan.workers
+        )
+        self.batcher.run_one = tagger.run  # a lone image: the session with a thread per core
         # Heatmaps come from the explain graph, a session of its own with its own queue: a
         # request without `explain` never runs it (docs/method.md#where-a-tag-comes-from).
         explainer = tagger.runner.explainer
         self.explainer: Explainer | None = explainer
         self.explain_batcher = (
-            self._batcher(functools.partial(explain_rows, explainer), False)
+            self._batcher(
+                functools.partial(explain_rows, explainer), False, settings.max_batch_size, 1
+            )
             if explainer is not None
             else None
         )
@@ -113,19 +131,23 @@ class ServedModel:
         )
         self.admission = Admission(
             settings.max_queue_size,
-            settings.max_batch_size,
+            self.plan.max_batch_size,
             queued=self._queued,
-            batch_seconds=lambda: self.batcher.batch_seconds,
+            # the time per batch of the queue as a whole: `workers` batches run at once
+            batch_seconds=lambda: self.batcher.batch_seconds / self.batcher.workers,
         )
         self._leases = 0  # requests that resolved to this version and have not ended
         self._unleased = asyncio.Event()
         self._unleased.set()
 
-    def _batcher(self, run: Callable[[np.ndarray], np.ndarray], wait: bool) -> DynamicBatcher:
+    def _batcher(
+        self, run: Callable[[np.ndarray], np.ndarray], wait: bool, max_batch: int, workers: int
+    ) -> DynamicBatcher:
         settings = self.settings
         return DynamicBatcher(
             run,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=max_batch,
+            workers=workers,
             max_delay_s=settings.max_delay_ms / 1000.0,
             metrics=self.metrics,
             thread_initializer=functools.partial(

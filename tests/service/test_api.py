@@ -353,6 +353,8 @@ def test_labels_and_health(client: TestClient) -> None:
     assert [label["name"] for label in body["labels"]] == LABELS
     assert all(label["threshold"] == pytest.approx(0.5) for label in body["labels"])
     assert body["model"]["execution_provider"] == "CPUExecutionProvider"
+    batching = body["model"]["batching"]  # the plan made at load, from measured cost
+    assert batching["workers"] >= 1 and str(batching["max_batch_size"]) in batching["ms_per_image"]
     assert body["model"]["preprocessing"]["input_dtype"] == "uint8"
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").json() == {"status": "ready"}
@@ -412,18 +414,21 @@ def model_on_hold(client: TestClient) -> Iterator[threading.Event]:
     """Hold the real model's runs until the event is set (to fill the queue on purpose)."""
     batcher = client.app.state.mltag.default_model.batcher  # type: ignore[attr-defined]
     gate = threading.Event()
-    real_run = batcher._run_batch
+    real_run, real_one = batcher._run_batch, batcher.run_one
 
-    def held(batch: Any) -> Any:
-        gate.wait(30)
-        return real_run(batch)
+    def hold(run: Any) -> Any:
+        def held(batch: Any) -> Any:
+            gate.wait(30)
+            return run(batch)
 
-    batcher._run_batch = held
+        return held
+
+    batcher._run_batch, batcher.run_one = hold(real_run), hold(real_one)
     try:
         yield gate
     finally:
         gate.set()
-        batcher._run_batch = real_run
+        batcher._run_batch, batcher.run_one = real_run, real_one
 
 
 def _post_red(client: TestClient, n: int = 1, **params: Any) -> Any:
@@ -439,7 +444,12 @@ def _wait_for(predicate: Any, timeout: float = 10) -> None:
 
 
 def test_queue_full_is_429_with_retry_after(make_client: ClientFactory) -> None:
-    settings = {"max_queue_size": 4, "max_images_per_request": 4, "max_batch_size": 1}
+    settings = {
+        "max_queue_size": 4,
+        "max_images_per_request": 4,
+        "max_batch_size": 1,
+        "model_workers": 1,
+    }
     with make_client(**settings) as client, model_on_hold(client) as gate:
         batcher = client.app.state.mltag.default_model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(2) as pool:
@@ -463,7 +473,12 @@ def test_full_queue_sheds_before_the_body_is_parsed(make_client: ClientFactory) 
     # Under overload a 429 must not cost a body parse: a malformed JSON body, which would be a
     # 400 with room in the queue, is refused with 429 while the queue is full, and the KServe
     # endpoint sheds the same way.
-    settings = {"max_queue_size": 1, "max_images_per_request": 1, "max_batch_size": 1}
+    settings = {
+        "max_queue_size": 1,
+        "max_images_per_request": 1,
+        "max_batch_size": 1,
+        "model_workers": 1,
+    }
     bad_json = {"content": b"{not json", "headers": {"Content-Type": "application/json"}}
     with make_client(**settings) as client, model_on_hold(client) as gate:
         assert client.post("/tag", **bad_json).status_code == 400  # room: parsed, refused
@@ -484,7 +499,12 @@ def test_full_queue_sheds_before_the_body_is_parsed(make_client: ClientFactory) 
 
 
 def test_request_larger_than_the_room_left_is_429(make_client: ClientFactory) -> None:
-    settings = {"max_queue_size": 4, "max_images_per_request": 4, "max_batch_size": 1}
+    settings = {
+        "max_queue_size": 4,
+        "max_images_per_request": 4,
+        "max_batch_size": 1,
+        "model_workers": 1,
+    }
     with make_client(**settings) as client, model_on_hold(client) as gate:
         batcher = client.app.state.mltag.default_model.batcher  # type: ignore[attr-defined]
         with ThreadPoolExecutor(3) as pool:

@@ -356,7 +356,7 @@ def test_a_lone_request_may_run_alone_and_only_then(demo_artifact_dir: Path) -> 
 
     async def main() -> None:
         served = ServedModel(
-            load_tagger(Settings(artifact_dir=demo_artifact_dir, warmup_runs=0)),
+            load_tagger(Settings(artifact_dir=demo_artifact_dir, warmup_runs=0))[0],
             Settings(artifact_dir=demo_artifact_dir),
             ServiceMetrics(),
             ThreadPoolExecutor(1),
@@ -467,3 +467,52 @@ def test_uploads_hold_at_most_half_the_queue() -> None:
         if h is not None:
             a.release(h)
     assert a.uploading == 0 and a.reserved == 0
+
+
+def test_workers_run_batches_side_by_side() -> None:
+    """With two workers a second batch starts while the first is still running; with one it
+    waits. Results still map back to their own futures."""
+
+    def peak_concurrency(workers: int) -> tuple[int, list[float]]:
+        lock = threading.Lock()
+        state = {"now": 0, "peak": 0}
+
+        def model(batch: np.ndarray) -> np.ndarray:
+            with lock:
+                state["now"] += 1
+                state["peak"] = max(state["peak"], state["now"])
+            time.sleep(0.05)
+            with lock:
+                state["now"] -= 1
+            return batch * 10
+
+        async def main() -> list[float]:
+            b = DynamicBatcher(model, max_batch_size=1, max_delay_s=0, workers=workers)
+            b.start()
+            futs = b.submit([sample(v) for v in range(4)], far())
+            out = await asyncio.gather(*futs)
+            await b.stop()
+            return [float(o[0]) for o in out]
+
+        out = asyncio.run(main())
+        return state["peak"], out
+
+    peak, out = peak_concurrency(2)
+    assert peak == 2 and out == [0, 10, 20, 30]
+    peak, out = peak_concurrency(1)
+    assert peak == 1 and out == [0, 10, 20, 30]
+
+
+def test_stop_waits_for_every_running_batch() -> None:
+    model = RecordingModel(delay_s=0.1)
+
+    async def main() -> None:
+        b = DynamicBatcher(model, max_batch_size=1, max_delay_s=0, workers=3)
+        b.start()
+        futs = b.submit([sample(v) for v in range(3)], far())
+        await asyncio.sleep(0.02)  # all three running
+        await b.stop()
+        assert all(f.done() and not f.exception() for f in futs)
+
+    run(main)
+    assert sorted(sum(model.batches, [])) == [0, 1, 2]

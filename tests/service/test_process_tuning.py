@@ -49,9 +49,13 @@ def test_model_threads_rank_between_the_event_loop_and_decoding(demo_artifact_di
         return int(stat.rsplit(")", 1)[1].split()[16])
 
     base = _thread_nice()
-    settings = Settings(artifact_dir=demo_artifact_dir, model_nice=4, intra_op_threads=2)
+    # no batch-size timing or second session: only the session's own threads are new
+    settings = Settings(
+        artifact_dir=demo_artifact_dir, model_nice=4, intra_op_threads=2, batch_tuning=False,
+        model_workers=1,
+    )  # fmt: skip
     before = tids()
-    tagger = load_tagger(settings)
+    tagger, _ = load_tagger(settings)
     ort_workers = tids() - before
     assert ort_workers, "expected ONNX Runtime to start an intra-op worker thread"
     assert {nice_of(t) for t in ort_workers} == {min(19, base + 4)}
