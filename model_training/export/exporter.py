@@ -72,6 +72,10 @@ class Int8Options:
     calib_images: int = 128
     max_drop: float = 1.0  # mAP points (0-100 scale) the int8 model may lose on validation
     allow_drop: bool = False  # True: export anyway and warn loudly
+    float_stages: int = 0  # the backbone's first stages (`blocks.N`) that stay float
+
+    def keep_float(self) -> tuple[str, ...]:
+        return tuple(f"/blocks.{i}/" for i in range(self.float_stages))
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ def export_run(
     calib_images: int = 128,
     max_int8_drop: float = 1.0,
     allow_int8_drop: bool = False,
+    int8_float_stages: int = 0,
     input_format: InputFormat = "uint8-nhwc",
     val_data: str | Path | None = None,
     verify_images: int = 32,
@@ -115,6 +120,8 @@ def export_run(
     - `int8`: write the static-QDQ int8 model instead of fp32, calibrated on `calib_images`
       images (from the training split, or `calib_data`); refuses when its validation mAP is
       more than `max_int8_drop` points below fp32's, unless `allow_int8_drop` (then warns).
+      `int8_float_stages`: the backbone's first stages stay float too (the high-resolution
+      stages are where int8 loses accuracy; benchmarks/int8_calibration.py).
     - `val_data`: annotation file to verify on instead of the run's validation split.
     - `verify_images`: validation images used for the ORT-vs-PyTorch parity check.
     - `explain`: also write explain.onnx, the per-label heatmaps (`onnx.explain`).
@@ -131,7 +138,9 @@ def export_run(
             "come from the validation split at the end of training (or set "
             "export.thresholds=fixed in the run config for 0.5 everywhere)"
         )
-    int8_opts = Int8Options(calib_data, calib_images, max_int8_drop, allow_int8_drop)
+    int8_opts = Int8Options(
+        calib_data, calib_images, max_int8_drop, allow_int8_drop, int8_float_stages
+    )
     plan = _Plan(opset or cfg.export.opset, input_format, verify_images, tolerance, name,
                  version, int8_opts if int8 else None, explain)  # fmt: skip
     with _run_dir_problems_as_export_errors():
@@ -306,11 +315,11 @@ def _quantize(
         calib = run.calibration_images(opts.calib_data, opts.calib_images, run.config.train.seed)
     int8_onnx = work / "int8.onnx"
     t0 = time.perf_counter()
-    quantize_static_qdq(
-        fp32_artifact.onnx_path, int8_onnx, sample_batches(calib, prep, 16), INPUT_NAME
-    )
+    keep = opts.keep_float()
+    quantize_static_qdq(fp32_artifact.onnx_path, int8_onnx, sample_batches(calib, prep, 16),
+                        INPUT_NAME, keep_float=keep)  # fmt: skip
     check_onnx(int8_onnx, len(run.labels))
-    int8_explain = _quantize_explain(fp32_artifact, work, calib, prep)
+    int8_explain = _quantize_explain(fp32_artifact, work, calib, prep, keep)
     log.info("int8: quantised with %d calibration images in %.1fs", len(calib),
              time.perf_counter() - t0)  # fmt: skip
     int8_staged = write_artifact(work / "int8", fp32_artifact.manifest, int8_onnx, None,
@@ -325,7 +334,9 @@ def _quantize(
     facts: dict[str, Any] = {
         "method": "static QDQ (onnxruntime quantize_static, MinMax, per-channel int8 weights, "
         "uint8 activations)",
-        "float_parts": "input normalisation, stem (first conv + activation), head, sigmoid",
+        "float_parts": "input normalisation, stem (first conv + activation)"
+        + (f", backbone stages 0-{opts.float_stages - 1}" if opts.float_stages else "")
+        + ", head, sigmoid",
         "calibration_images": len(calib),
         "calibration_source": str(opts.calib_data or "training split"),
         "val_mAP_fp32": fp32_map,
@@ -350,7 +361,7 @@ def _quantize(
 
 
 def _quantize_explain(
-    fp32_artifact: Artifact, work: Path, calib: list[Path], prep: Any
+    fp32_artifact: Artifact, work: Path, calib: list[Path], prep: Any, keep: tuple[str, ...]
 ) -> Path | None:
     """The explain graph quantised alike (same calibration, same scope), so that its
     probabilities agree with int8.onnx's; None when the artifact has none."""
@@ -363,6 +374,7 @@ def _quantize_explain(
         sample_batches(calib, prep, 16),
         INPUT_NAME,
         symbolic_shapes=False,
+        keep_float=keep,
     )
     return int8_explain
 

@@ -5,13 +5,14 @@ benchmarks/RESULTS.md#int8-static-qdq)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 log = logging.getLogger("mltag.export")
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
 def quantize_static_qdq(
@@ -22,8 +23,11 @@ def quantize_static_qdq(
     per_channel: bool = True,
     quantize_scope: str | None = "/backbone/",
     symbolic_shapes: bool = True,
+    method: str = "minmax",
+    keep_float: Sequence[str] = (),
 ) -> None:
-    """Write an int8 QDQ model calibrated (MinMax) on `calibration` batches of model input.
+    """Write an int8 QDQ model calibrated on `calibration` batches of model input, the
+    activation ranges by `method` (CALIBRATION_METHODS: minmax, percentile, entropy).
 
     Only nodes whose name contains `quantize_scope` are quantised (None: all), and never the
     stem. By default that is the backbone: the head stays float, because a cosine head's output
@@ -33,7 +37,8 @@ def quantize_static_qdq(
     image and the stem cost validation mAP, keeping it float cost nothing, for a small share
     of the MACs (benchmarks/RESULTS.md#int8-static-qdq). `symbolic_shapes=False` skips ORT's
     symbolic shape inference, which cannot complete on an explain graph (attention weights
-    as an output) and then leaves a model dump in the working directory.
+    as an output) and then leaves a model dump in the working directory. Nodes whose name
+    contains one of `keep_float` stay float as well.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -57,8 +62,11 @@ def quantize_static_qdq(
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=per_channel,
-        calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=sorted(_float_nodes(graph, quantize_scope)),
+        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
+        nodes_to_exclude=sorted(
+            _float_nodes(graph, quantize_scope)
+            | {n.name for n in graph.node if any(k in n.name for k in keep_float)}
+        ),
     )
     prepared.unlink(missing_ok=True)
 
