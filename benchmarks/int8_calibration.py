@@ -1,12 +1,14 @@
-"""int8 static QDQ variants of an exported artifact, measured on the validation split: the
-activation calibration method, the number of calibration images, and which trained stages stay
-float. What `mltag-train export --int8` should do by default is chosen from this table.
+"""int8 static QDQ variants of a float artifact, measured on the validation split: the
+activation calibration method, the number of calibration images, and which stages stay float.
+What `mltag-train export --int8` should do for a model is chosen from this table.
 
-    python benchmarks/int8_calibration.py [--artifact models/default] \
-        [--data .cache/datasets/openclipart-ml]
+    make default-model PRECISION=fp32    # or: mltag-train export --run RUN --output DIR
+    python benchmarks/int8_calibration.py --artifact models/default \
+        [--data .cache/datasets/openclipart-ml] [--variants 0,1,5]
 
 Prints validation mAP (fp32 and each int8 variant, with the drop) and ONNX Runtime speed at
-batch 8 (median of interleaved rounds, the service's session options).
+batch 8 (median of interleaved rounds, the service's session options). The bundled
+`models/default` is already int8: give it the float export of the same run.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class Session:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--artifact", type=Path, default=ROOT / "models" / "default")
+    ap.add_argument("--artifact", type=Path, required=True, help="a float (fp32) artifact")
     ap.add_argument("--data", type=Path, default=ROOT / ".cache" / "datasets" / "openclipart-ml")
     ap.add_argument("--variants", default="", help="comma-separated indexes (default: all)")
     args = ap.parse_args()
@@ -96,9 +98,9 @@ def main() -> int:
             )
             rows.append((name, time.perf_counter() - t0))
             runners.append(Session(out, art.manifest.onnx.input_name))
-        scores = runner_scores(runners, val_paths, prep)
+        scores = runner_scores(runners, val_paths, prep)  # type: ignore[arg-type]  # duck-typed
         maps = [evaluate_scores(s, targets).mAP for s in scores]
-        batch = np.stack([next(sample_batches(val_paths[:8], prep, 8))][0])
+        batch = next(sample_batches(val_paths[:8], prep, 8))
         times: list[list[float]] = [[] for _ in runners]
         for _ in range(7):
             for t, r in zip(times, runners, strict=True):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -81,7 +82,8 @@ class DynamicBatcher:
             max_workers=self.workers, thread_name_prefix="mltag-model",
             initializer=thread_initializer,
         )  # fmt: skip
-        self._running = 0  # batches on the model threads
+        self._running = 0  # model threads working through the queue
+        self._take_lock = threading.Lock()  # the loop and the model threads take batches
         self._runs: set[asyncio.Task[None]] = set()
         self._alone = False  # run_alone holds a model thread
         self.wait_for_decoding = wait_for_decoding
@@ -227,21 +229,32 @@ class DynamicBatcher:
             except asyncio.TimeoutError:
                 return
 
-    def _take_batch(self) -> list[_Item]:
+    def _take_batch(self) -> tuple[list[_Item], list[_Item]]:
+        """(the next batch, items whose deadline passed while queued). Safe on a model
+        thread: takers hold a lock, and futures are only read here (the caller fails the
+        expired ones on the event loop)."""
         batch: list[_Item] = []
+        expired: list[_Item] = []
         now = time.monotonic()
-        while self._queue and len(batch) < self.max_batch_size:
-            item = self._queue.popleft()
-            if item.future.done():  # cancelled: the client went away or its request timed out
-                continue
-            if item.deadline <= now:
-                item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
-                continue
-            batch.append(item)
-            if self._metrics is not None:
-                self._metrics.queue_wait.observe(now - item.enqueued)
+        with self._take_lock:
+            while self._queue and len(batch) < self.max_batch_size:
+                item = self._queue.popleft()
+                if item.future.done():  # cancelled: the client went away or its request timed out
+                    continue
+                if item.deadline <= now:
+                    expired.append(item)
+                    continue
+                batch.append(item)
+                if self._metrics is not None:
+                    self._metrics.queue_wait.observe(now - item.enqueued)
         self._set_depth()
-        return batch
+        return batch, expired
+
+    @staticmethod
+    def _fail_expired(expired: list[_Item]) -> None:
+        for item in expired:
+            if not item.future.done():
+                item.future.set_exception(DeadlineExceededError("deadline passed while queued"))
 
     def _threads_busy(self) -> bool:
         return self._running + self._alone >= self.workers
@@ -259,7 +272,8 @@ class DynamicBatcher:
                 await self._wait_for_fuller_batch()
             elif self.wait_for_decoding and self._incoming():
                 await self._wait_for_decoding()
-            batch = self._take_batch()
+            batch, expired = self._take_batch()
+            self._fail_expired(expired)
             if not batch:
                 continue
             self._running += 1
@@ -268,22 +282,45 @@ class DynamicBatcher:
             task.add_done_callback(self._runs.discard)
 
     async def _run(self, batch: list[_Item]) -> None:
-        """One batch on a model thread; its results (or its failure) to every waiter."""
-        t0 = time.monotonic()
+        """A model thread works from `batch` until the queue is empty (`_work`)."""
+        loop = asyncio.get_running_loop()
         try:
-            samples = [item.sample for item in batch]
-            loop = asyncio.get_running_loop()
-            probs = await loop.run_in_executor(self._executor, self._stack_and_run, samples)
-        except Exception as e:  # fan the failure out to every waiter of this batch
-            log.exception("model run failed for a batch of %d", len(batch))
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(e)
-            return
+            await loop.run_in_executor(self._executor, self._work, batch, loop)
+        except Exception:  # a bug in the worker loop; a batch's own failure is delivered
+            log.exception("a model thread stopped")
         finally:
             self._running -= 1
             self._wakeup.set()  # a model thread is free
-        self._record_batch(len(batch), time.monotonic() - t0)
+
+    def _work(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        """On a model thread: run `batch`, hand its results to the loop, and take the next
+        batch here rather than wait for the loop to hand one over (each hand-off through a
+        busy event loop left a core idle: benchmarks/RESULTS.md#batching-plan). Only when
+        the loop would take it at once: no fixed delay, no waiting for decodes."""
+        while batch:
+            t0 = time.monotonic()
+            try:
+                probs, error = self._stack_and_run([item.sample for item in batch]), None
+            except Exception as e:
+                probs, error = None, e
+            loop.call_soon_threadsafe(self._deliver, batch, probs, error, time.monotonic() - t0)
+            if self.max_delay_s > 0 or self.wait_for_decoding:
+                return
+            batch, expired = self._take_batch()
+            if expired:
+                loop.call_soon_threadsafe(self._fail_expired, expired)
+
+    def _deliver(
+        self, batch: list[_Item], probs: np.ndarray | None, error: Exception | None, took: float
+    ) -> None:
+        """On the loop: a batch's results (or its failure) to every waiter."""
+        if probs is None:  # fan the failure out to every waiter of this batch
+            log.error("model run failed for a batch of %d", len(batch), exc_info=error)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error or RuntimeError("model run failed"))
+            return
+        self._record_batch(len(batch), took)
         for item, row in zip(batch, probs, strict=True):
             if not item.future.done():
                 item.future.set_result(row)

@@ -306,6 +306,28 @@ def test_int8_static_qdq(make_run: RunFactory, tmp_path: Path) -> None:
     assert "exceeds the bound" in (loud.directory / "MODEL_CARD.md").read_text()
 
 
+def test_int8_float_stages_keep_the_first_stages_float(
+    make_run: RunFactory, tmp_path: Path
+) -> None:
+    run = make_run("linear", "aam")
+    artifact = export_run(run, tmp_path / "int8", int8=True, calib_images=8, max_int8_drop=100,
+                          int8_float_stages=1)  # fmt: skip
+    nodes = onnx.load(str(artifact.onnx_path)).graph.node
+    producers = {o: n.op_type for n in nodes for o in n.output}
+
+    def quantised_convs(stage: str) -> list[bool]:
+        return [
+            "DequantizeLinear" in {producers.get(i) for i in n.input}
+            for n in nodes
+            if n.op_type == "Conv" and stage in n.name
+        ]
+
+    assert quantised_convs("/blocks.0/") and not any(quantised_convs("/blocks.0/"))
+    assert any(quantised_convs("/blocks.1/"))  # the rest of the backbone is int8
+    facts = artifact.manifest.architecture.details["export"]["int8"]
+    assert "backbone stages 0-0" in facts["float_parts"]
+
+
 def test_evaluate_artifact_matches_pytorch(
     make_run: RunFactory, coco: tuple[Path, Path], tmp_path: Path
 ) -> None:

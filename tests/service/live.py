@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +52,10 @@ def live_server(
     log_path = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"mltag-serve-{port}.log"
     cmd = command or [sys.executable, "-m", "service"]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        # Its own process group: a wrapper (strace) killed alone would leave the service running.
+        proc = subprocess.Popen(
+            cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = LiveServer(proc, f"http://127.0.0.1:{port}", port, log_path)
     try:
         deadline = time.monotonic() + timeout_s
@@ -67,9 +72,9 @@ def live_server(
             time.sleep(0.05)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole tree, even if the leader exited
+        proc.wait(10)
 
 
 def in_flight(url: str) -> float:
