@@ -1,7 +1,7 @@
 """How many batches run at once and how large they get, chosen per loaded model from its
 measured cost. On a CPU a large batch can cost more per image than a small one (its
-activations no longer fit the caches: Lite0 at 224 px costs 5.0 ms per image at batch 2 and
-6.3 ms at batch 16 on one thread), and two small batches side by side keep the cores busier
+activations no longer fit the caches: the int8 clip-art model costs 2.8 ms per image at batch
+2 and 3.6 ms at batch 16 on one thread), and two small batches side by side keep the cores busier
 than one batch split over them; a GPU is the opposite case. So the service times the model at
 batch sizes 1, 2, 4, ... up to `max_batch_size`, with `workers` batches at a time, and caps
 batches at the fastest size (benchmarks/RESULTS.md#batching-plan)."""
