@@ -65,7 +65,12 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="leave out explain.onnx, the per-label heatmaps graph (POST /tag?explain=true); "
         "it roughly doubles the artifact's size, and is never run without explain",
     )
-    q = p.add_argument_group("int8 (static QDQ quantisation)")
+    _add_int8_arguments(p.add_argument_group("int8 (static QDQ quantisation)"))
+    p.set_defaults(func=export_command)
+    return p
+
+
+def _add_int8_arguments(q: Any) -> None:
     q.add_argument("--int8", action="store_true", help="write an int8 model instead of fp32")
     q.add_argument(
         "--calib-data",
@@ -93,8 +98,6 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="export even when the drop exceeds the bound (warns loudly)",
     )
-    p.set_defaults(func=export_command)
-    return p
 
 
 def export_command(args: argparse.Namespace) -> int:

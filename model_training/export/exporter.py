@@ -132,15 +132,9 @@ def export_run(
     output = Path(output_dir)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise ExportError(f"{output} exists and is not empty; pass overwrite=True (--force)")
-    if cfg.export.thresholds == "calibrated" and run.thresholds is None:
-        raise ExportError(
-            f"{run.directory} has no thresholds.json (unfinished run?); calibrated thresholds "
-            "come from the validation split at the end of training (or set "
-            "export.thresholds=fixed in the run config for 0.5 everywhere)"
-        )
-    int8_opts = Int8Options(
-        calib_data, calib_images, max_int8_drop, allow_int8_drop, int8_float_stages
-    )
+    _check_thresholds(run)
+    int8_opts = Int8Options(calib_data, calib_images, max_int8_drop, allow_int8_drop,
+                            int8_float_stages)  # fmt: skip
     plan = _Plan(opset or cfg.export.opset, input_format, verify_images, tolerance, name,
                  version, int8_opts if int8 else None, explain)  # fmt: skip
     with _run_dir_problems_as_export_errors():
@@ -157,6 +151,15 @@ def export_run(
         raise ExportError(f"the written artifact does not load: {e}") from e
     log.info("wrote %s (%s, opset %d)", output, "int8" if int8 else "fp32", plan.opset)
     return artifact
+
+
+def _check_thresholds(run: TrainedRun) -> None:
+    if run.config.export.thresholds == "calibrated" and run.thresholds is None:
+        raise ExportError(
+            f"{run.directory} has no thresholds.json (unfinished run?); calibrated thresholds "
+            "come from the validation split at the end of training (or set "
+            "export.thresholds=fixed in the run config for 0.5 everywhere)"
+        )
 
 
 @contextmanager

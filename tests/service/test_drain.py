@@ -29,6 +29,7 @@ def test_sigterm_finishes_every_accepted_request(
     env = {
         "MLTAG_ARTIFACT_DIR": str(demo_artifact.directory),
         "MLTAG_MAX_BATCH_SIZE": "64",
+        "MLTAG_BATCH_TUNING": "false",  # batches of up to 64, not the measured best size
         "MLTAG_MAX_DELAY_MS": "1500",
         "MLTAG_DRAIN_TIMEOUT_S": "60",
     }
@@ -83,6 +84,7 @@ def test_client_gone_is_not_computed_and_logs_are_json(
     env = {
         "MLTAG_ARTIFACT_DIR": str(demo_artifact.directory),
         "MLTAG_MAX_BATCH_SIZE": "8",
+        "MLTAG_BATCH_TUNING": "false",
         "MLTAG_MAX_DELAY_MS": "800",
         "MLTAG_LOG_FORMAT": "json",
     }
@@ -114,6 +116,7 @@ def _slow_server_env(artifact: Artifact, drain_timeout: str) -> dict[str, str]:
     return {
         "MLTAG_ARTIFACT_DIR": str(artifact.directory),
         "MLTAG_MAX_BATCH_SIZE": "64",
+        "MLTAG_BATCH_TUNING": "false",
         "MLTAG_MAX_DELAY_MS": "5000",
         "MLTAG_DRAIN_TIMEOUT_S": drain_timeout,
     }
