@@ -81,7 +81,11 @@ def test_labels_describe_the_baked_model(service: Service, reference: Reference)
     )
     assert body["model"]["execution_provider"] == "CPUExecutionProvider"
     assert [label["name"] for label in body["labels"]] == manifest["labels"]
-    assert body == httpx.get(reference.url + "/labels", timeout=5).json()
+    reference_body = httpx.get(reference.url + "/labels", timeout=5).json()
+    # the batching plan is timed in each process at load: its numbers differ, its shape not
+    plans = [b["model"].pop("batching") for b in (body, reference_body)]
+    assert all(str(p["max_batch_size"]) in p["ms_per_image"] for p in plans), plans
+    assert body == reference_body
 
 
 def test_metrics_count_the_traffic(service: Service) -> None:
