@@ -44,9 +44,18 @@ def test_model_threads_rank_between_the_event_loop_and_decoding(demo_artifact_di
     def tids() -> set[int]:
         return {int(t.name) for t in Path("/proc/self/task").iterdir()}
 
-    def nice_of(tid: int) -> int:
-        stat = Path(f"/proc/self/task/{tid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[16])
+    def alive(tids: set[int]) -> dict[int, tuple[int, str]]:
+        """tid -> (nice, name) of those still running: the pool thread that created the
+        session has been joined, but its kernel task can take a moment to go."""
+        found = {}
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+                name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+            except FileNotFoundError:
+                continue
+            found[tid] = (int(stat.rsplit(")", 1)[1].split()[16]), name)
+        return found
 
     base = _thread_nice()
     # no batch-size timing or second session: only the session's own threads are new
@@ -56,10 +65,10 @@ def test_model_threads_rank_between_the_event_loop_and_decoding(demo_artifact_di
     )  # fmt: skip
     before = tids()
     tagger, _ = load_tagger(settings)
-    ort_workers = tids() - before
+    ort_workers = alive(tids() - before)
     assert ort_workers, "expected ONNX Runtime to start an intra-op worker thread"
-    assert {nice_of(t) for t in ort_workers} == {min(19, base + 4)}
-    names = {Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in ort_workers}
+    assert {nice for nice, _ in ort_workers.values()} == {min(19, base + 4)}
+    names = {name for _, name in ort_workers.values()}
     assert names == {"mltag-model"}  # inherited: `top -H` and load.py attribute their CPU
     assert _thread_nice() == base
 
