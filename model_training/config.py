@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class _Section(BaseModel):
@@ -186,7 +193,12 @@ class TrainConfig(_Section):
     lr: float = Field(0.005, gt=0)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     seed: int = 0
-    amp: bool | Literal["auto"] = Field("auto", description="auto: on for CUDA")
+    amp: bool | Literal["auto"] = Field(
+        "auto",
+        description="autocast; auto: on for CUDA; true: on any device (a CPU needs amp_dtype "
+        "bfloat16; it pays for the whole network on CPUs with AVX-512 BF16 or AMX, not for the "
+        "partial regime: benchmarks/RESULTS.md#training-step-speed-by-regime-bf16-and-resolution)",
+    )
     amp_dtype: Literal["float16", "bfloat16"] = Field(
         "float16", description="autocast dtype; float16 uses a GradScaler, bfloat16 needs none"
     )
@@ -217,6 +229,12 @@ class TrainConfig(_Section):
         description="regime partial: the backbone's last stages that train (EfficientNet "
         "family: 7 stages; 2 = the 7x7 stages at 224 px, with the final conv and the head)",
     )
+    progressive_sizes: list[int] = Field(
+        default_factory=list,
+        description="regime full: smaller training sizes for the first epochs, e.g. [160, 192]:"
+        " the epochs split into equal phases at these sizes and then data.image_size (the "
+        "size validation, test and export use); empty: data.image_size throughout",
+    )
     calibrate: str = Field(
         "f1",
         description="per-label thresholds on val: 'f1' (F1-optimal) or 'precision:P' (lowest "
@@ -230,6 +248,18 @@ class TrainConfig(_Section):
         if v != "auto" and not 0.0 <= float(v) <= 1.0:
             raise ValueError("threshold_floor must be 'auto' or between 0 and 1")
         return v
+
+    @field_validator("progressive_sizes")
+    @classmethod
+    def _sizes_in_range(cls, v: list[int]) -> list[int]:
+        if any(size < 32 for size in v):
+            raise ValueError("progressive_sizes must be at least 32 px")
+        return v
+
+    def size_at(self, epoch: int, final: int) -> int:
+        """The training image size of `epoch` (0-based) under `progressive_sizes`."""
+        sizes = [*self.progressive_sizes, final]
+        return sizes[min(epoch * len(sizes) // self.epochs, len(sizes) - 1)]
 
     @field_validator("calibrate")
     @classmethod
@@ -259,6 +289,16 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _progressive_fits(self) -> Config:
+        sizes = self.train.progressive_sizes
+        if sizes and self.train.regime != "full":
+            raise ValueError("train.progressive_sizes applies to train.regime=full only")
+        if any(size >= self.data.image_size for size in sizes):
+            raise ValueError(f"train.progressive_sizes must be below data.image_size "
+                             f"({self.data.image_size})")  # fmt: skip
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

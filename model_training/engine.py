@@ -54,10 +54,17 @@ class EpochStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def _autocast(ctx: StepContext) -> contextlib.AbstractContextManager[object]:
-    if ctx.amp and ctx.device.type == "cuda":
-        return torch.autocast("cuda", dtype=ctx.amp_dtype)
+def autocast(
+    amp: bool, device: torch.device, dtype: torch.dtype
+) -> contextlib.AbstractContextManager[object]:
+    """Autocast on `device` when `amp` (CUDA: float16 or bfloat16; CPU: bfloat16)."""
+    if amp:
+        return torch.autocast(device.type, dtype=dtype)
     return contextlib.nullcontext()
+
+
+def _autocast(ctx: StepContext) -> contextlib.AbstractContextManager[object]:
+    return autocast(ctx.amp, ctx.device, ctx.amp_dtype)
 
 
 def _forward_loss(ctx: StepContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -186,12 +193,7 @@ def predict(
     scores, targets = [], []
     for x, y in loader:
         x = to_device(x, device, channels_last)
-        ctx = (
-            torch.autocast("cuda", dtype=amp_dtype)
-            if amp and device.type == "cuda"
-            else contextlib.nullcontext()
-        )
-        with ctx:
+        with autocast(amp, device, amp_dtype):
             out = model(x)
         scores.append(to_probs(out.float()).cpu().numpy())
         targets.append(y.numpy())

@@ -28,8 +28,9 @@ from . import plots
 from .calibration import calibrate_with_floor, describe, parse_rule
 from .config import Config, ConfigError
 from .data import LabelledSet, Splits, load_splits, read_annotations
+from .data.dataset import MultilabelDataset
 from .data.loaders import eval_loader, train_loader
-from .data.transforms import preprocessing_for
+from .data.transforms import TrainTransform, preprocessing_for
 from .distributed import (
     Dist,
     decision_of_rank0,
@@ -56,7 +57,7 @@ def seed_everything(seed: int) -> None:
 
 @dataclass(frozen=True)
 class Compute:
-    """Where and how tensors run: device, autocast (CUDA only) and memory format."""
+    """Where and how tensors run: device, autocast and memory format."""
 
     device: torch.device
     amp: bool
@@ -66,8 +67,13 @@ class Compute:
     @classmethod
     def for_config(cls, cfg: Config, local_rank: int = 0) -> Compute:
         device = resolve_device(cfg.train.device, local_rank)
-        amp = device.type == "cuda" and cfg.train.amp in ("auto", True)
+        amp = cfg.train.amp is True or (cfg.train.amp == "auto" and device.type == "cuda")
         dtype = torch.bfloat16 if cfg.train.amp_dtype == "bfloat16" else torch.float16
+        if amp and device.type == "cpu" and dtype != torch.bfloat16:
+            raise ConfigError(
+                "train.amp=true on a CPU autocasts to bfloat16 only: set "
+                "train.amp_dtype=bfloat16 (float16 on a CPU is slower than float32)"
+            )
         return cls(device, amp, dtype, cfg.train.channels_last)
 
 
@@ -129,7 +135,8 @@ def _log_start(log: TrainLog, splits: Splits, compute: Compute, dist: Dist) -> N
     log(f"val:   {splits.val.describe()}")
     if splits.test is not None:
         log(f"test:  {splits.test.describe()}")
-    log(f"device: {compute.device}{' (AMP)' if compute.amp else ''}, processes: {dist.world}")
+    amp = f" (AMP {str(compute.amp_dtype).removeprefix('torch.')})" if compute.amp else ""
+    log(f"device: {compute.device}{amp}, processes: {dist.world}")
 
 
 def _progress(enabled: bool, desc: str) -> Any:
@@ -245,6 +252,7 @@ class _Training:
         if self.cached is not None:
             stats = self.cached.epoch(self, cfg.train.seed * 7_919 + epoch)
         else:
+            self._resize_for(epoch)
             stats = train_one_epoch(
                 self.step, self.train_loader, cfg.train.max_steps_per_epoch, progress
             )
@@ -256,6 +264,19 @@ class _Training:
             "train_images_per_s": stats.throughput * dist.world,
             "train_seconds": stats.seconds,
         }
+
+    def _resize_for(self, epoch: int) -> None:
+        """Progressive resizing: the training transform's size for this epoch. The loader's
+        workers start afresh each epoch (not persistent), so they pick the new transform up."""
+        cfg = self.cfg
+        if not cfg.train.progressive_sizes:
+            return
+        size = cfg.train.size_at(epoch, cfg.data.image_size)
+        dataset: MultilabelDataset = self.train_loader.dataset  # type: ignore[assignment]
+        if dataset.transform.prep.height != size:  # type: ignore[attr-defined]
+            prep = preprocessing_for(cfg.data).model_copy(update={"height": size, "width": size})
+            dataset.transform = TrainTransform(prep, cfg.data.augment)
+            self.log(f"epoch {epoch + 1}: training at {size}x{size}")
 
     def _validate(self, record: dict[str, Any]) -> bool:
         """Rank 0 after an epoch: validation mAP of the raw and the EMA weights, the best ones

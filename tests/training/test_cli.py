@@ -77,6 +77,55 @@ def test_train_evaluate_resume_cli(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "not found" in capsys.readouterr().err
 
 
+def test_bf16_autocast_on_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`train.amp=true` autocasts on a CPU too, to bfloat16 only (float16 is refused)."""
+    train = make_coco(tmp_path / "data", 32, size=32, seed=7)
+    cfg = _config(tmp_path, train)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--set", "train.amp=true", "--set",
+                 "train.amp_dtype=bfloat16", "--output", str(run)]) == 0  # fmt: skip
+    assert "device: cpu (AMP bfloat16)" in (run / "train.log").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert all(e["train_loss"] > 0 for e in metrics["epochs"])
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--set", "train.amp=true",
+                 "--output", str(tmp_path / "fp16")]) == 2  # fmt: skip
+    assert "train.amp_dtype=bfloat16" in capsys.readouterr().err
+
+
+def test_progressive_resizing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first half of the epochs trains at the smaller size, the rest (and everything
+    after training) at data.image_size; other regimes and sizes >= image_size are refused."""
+    train = make_coco(tmp_path / "data", 32, size=48, seed=8)
+    cfg = _config(tmp_path, train)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--set", "data.image_size=48", "--set",
+                 "train.progressive_sizes=[32]", "--output", str(run)]) == 0  # fmt: skip
+    log = (run / "train.log").read_text()
+    assert "epoch 1: training at 32x32" in log and "epoch 2: training at 48x48" in log
+    assert json.loads((run / "metrics.json").read_text())["final"]["val"]["num_images"] == 8
+    capsys.readouterr()
+    for bad, needle in [
+        (["train.progressive_sizes=[48]"], "below data.image_size"),
+        (["train.progressive_sizes=[32]", "train.regime=partial"], "regime=full only"),
+        (["train.progressive_sizes=[16]"], "at least 32 px"),
+    ]:
+        sets = [a for item in bad for a in ("--set", item)]
+        args = ["train", "--config", str(cfg), "--set", "data.image_size=48", *sets]
+        assert main([*args, "--output", str(tmp_path / "bad")]) == 2
+        assert needle in capsys.readouterr().err
+
+
+def test_progressive_phases() -> None:
+    from model_training.config import TrainConfig
+
+    cfg = TrainConfig(epochs=6, progressive_sizes=[128, 160])
+    assert [cfg.size_at(e, 224) for e in range(6)] == [128, 128, 160, 160, 224, 224]
+    cfg = TrainConfig(epochs=5, progressive_sizes=[160])
+    assert [cfg.size_at(e, 224) for e in range(5)] == [160, 160, 160, 224, 224]
+    assert TrainConfig(epochs=3).size_at(2, 224) == 224
+
+
 @pytest.mark.integration
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     train = make_coco(tmp_path / "data", 48, size=32, seed=5)
@@ -106,4 +155,4 @@ def test_same_config_trains_on_gpu_with_amp(tmp_path: Path) -> None:
     rc = main(["train", "--config", str(cfg), "--set", "train.device=cuda", "--set",
                "optim.sam=true", "--set", "loss.name=aam", "--output", str(run)])  # fmt: skip
     assert rc == 0
-    assert "(AMP)" in (run / "train.log").read_text()
+    assert "(AMP float16)" in (run / "train.log").read_text()
