@@ -197,7 +197,8 @@ class TrainConfig(_Section):
         "auto",
         description="autocast; auto: on for CUDA; true: on any device (a CPU needs amp_dtype "
         "bfloat16; it pays for the whole network on CPUs with AVX-512 BF16 or AMX, not for the "
-        "partial regime: benchmarks/RESULTS.md#training-step-speed-by-regime-bf16-and-resolution-benchmarkstrain_speedpy)",
+        "partial regime: benchmarks/RESULTS.md"
+        "#training-step-speed-by-regime-bf16-and-resolution-benchmarkstrain_speedpy)",
     )
     amp_dtype: Literal["float16", "bfloat16"] = Field(
         "float16", description="autocast dtype; float16 uses a GradScaler, bfloat16 needs none"
