@@ -3,7 +3,8 @@ OpenClipart-ML, through the real `mltag-train`: one run per head x loss x seed, 
 model's recipe (configs/default_model.yaml) with only the head and loss changed, then a table.
 
     python benchmarks/paper_claims.py [--rows linear+asl,ml_decoder+aam] [--seeds 0 1] \
-        [--out build/claims] [--set train.regime=full --set train.epochs=25 ...]
+        [--out build/claims] [--data .cache/datasets/openclipart-scenes] \
+        [--set train.regime=full --set train.epochs=25 ...]
 
 On 2 CPU cores each run takes about 9 minutes (the partial regime: the last two backbone
 stages, the final conv and the head train over cached maps). On a GPU the same command trains
@@ -86,10 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "default_model.yaml")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "claims")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="a data set folder with train/val/test.jsonl instead of the config's "
+                    "(OpenClipart-Scenes: `mltag-train data scenes`)")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=1,
                     help="runs at a time (a GPU machine with many cores: its data loading is "
                     "the limit, so set data.num_workers to about cores / jobs)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.data is not None:
+        for split in ("train", "val", "test"):
+            if not (args.data / f"{split}.jsonl").is_file():
+                ap.error(f"{args.data / f'{split}.jsonl'} not found")
+            args.set = [f"data.{split}={args.data / f'{split}.jsonl'}", *args.set]
     rows = args.rows.split(",")
     for row in rows:
         if row.split("+")[0] not in HEADS or row.split("+")[-1] not in LOSSES:

@@ -90,3 +90,22 @@ def test_linear_probe_fits_and_scores(jsonl_data: Path, tmp_path: Path) -> None:
                  "--size", "64", "--C", "1")  # fmt: skip
     assert json.loads((out / "result.json").read_text())["features_s"] == result["features_s"]
     assert "| linear probe" in again
+
+
+def test_paper_claims_runs_rows_on_another_data_set(jsonl_data: Path, tmp_path: Path) -> None:
+    """`--data` points every run at another data set's splits (OpenClipart-Scenes); each row
+    is a real `mltag-train` run, and a finished run is reused."""
+    out = tmp_path / "claims"
+    args = ["benchmarks/paper_claims.py", "--data", str(jsonl_data), "--out", str(out),
+            "--rows", "linear+asl,gcn+bce", "--set", "data.image_size=64",
+            "--set", "train.epochs=1", "--set", "train.batch_size=8",
+            "--set", "data.num_workers=0"]  # fmt: skip
+    stdout = _run(*args)
+    for run in ("linear-asl-s0", "gcn-bce-s0"):
+        final = json.loads((out / run / "metrics.json").read_text())["final"]
+        assert final["test"]["num_images"] == 16  # the test split of --data
+        assert str(jsonl_data) in (out / run / "config.yaml").read_text()
+    assert "| linear+asl | 1 |" in stdout and "| gcn+bce | 1 |" in stdout
+    stamp = (out / "linear-asl-s0" / "wall_seconds.txt").stat().st_mtime
+    _run(*args)
+    assert (out / "linear-asl-s0" / "wall_seconds.txt").stat().st_mtime == stamp
