@@ -109,3 +109,23 @@ def test_paper_claims_runs_rows_on_another_data_set(jsonl_data: Path, tmp_path: 
     stamp = (out / "linear-asl-s0" / "wall_seconds.txt").stat().st_mtime
     _run(*args)
     assert (out / "linear-asl-s0" / "wall_seconds.txt").stat().st_mtime == stamp
+
+
+def test_peers_runner_measures_mltag_beside_the_naive_server() -> None:
+    """benchmarks/peers/run.py starts the real service and the naive FastAPI + ORT peer on the
+    bundled default model, measures every cell with no failed request, and checks the
+    targets (BentoML and Ray Serve need their own venv: not here)."""
+    from tests.service.live import free_port
+
+    out = _run("benchmarks/peers/run.py", "--servers", "mltag,naive", "--rounds", "1",
+               "--duration", "0.5", "--warmup", "0.2", "--peer-python", sys.executable,
+               "--port", str(free_port()))  # fmt: skip
+    rows = [r.split("|") for r in out.splitlines() if r.startswith(("| 640x480 ", "| 1920x1080 "))]
+    rows = [cells for cells in rows if len(cells) == 12]  # the table, not the targets
+    assert len(rows) == 2 * 2 * 2, out  # sizes x concurrencies x servers
+    for cells in rows:
+        assert float(cells[4]) > 0 and float(cells[8]) > 0, out  # img/s, CPU ms per image
+        assert int(cells[10]) == 0, out  # errors
+    naive = [cells for cells in rows if cells[3].strip() == "naive"]
+    assert all(float(cells[5]) > 0 for cells in naive), out  # its ratio to mltag
+    assert out.count("≥ 1.25× naive") == 2 and out.count("p50 ≤ naive") == 2, out

@@ -204,7 +204,9 @@ class Running:
             self.proc.wait(10)
 
 
-def measure(server: Running, images: list[bytes], concurrency: int, duration: float) -> dict:
+def measure(
+    server: Running, images: list[bytes], concurrency: int, duration: float, warmup: float
+) -> dict:
     bodies, ctype = server.bodies(images)
     mark: dict[str, float] = {}
 
@@ -217,6 +219,7 @@ def measure(server: Running, images: list[bytes], concurrency: int, duration: fl
             bodies,
             concurrency,
             duration,
+            warmup=warmup,
             on_measure_start=start,
             path=server.peer.path,
             content_type=ctype,
@@ -315,6 +318,7 @@ def main() -> None:
     parser.add_argument("--servers", default="mltag,naive,bentoml,ray")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per cell")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per cell")
     parser.add_argument("--port", type=int, default=8731)
     args = parser.parse_args()
     servers = args.servers.split(",")
@@ -332,7 +336,7 @@ def main() -> None:
                 server.wait_ready(images["640x480"][0])
                 for size, imgs in images.items():
                     for c in CONCURRENCY:
-                        row = measure(server, imgs, c, args.duration)
+                        row = measure(server, imgs, c, args.duration, args.warmup)
                         cells.setdefault((size, c, peer.name), []).append(row)
                         print(
                             f"# round {r + 1} {peer.name} {size} c{c}: {row['ips']:.1f} img/s",
