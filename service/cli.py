@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import typing
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -94,31 +93,10 @@ def _serve(settings: Settings, loaded: list[Loaded]) -> int:
     import uvicorn
 
     from .app import create_app
+    from .drain import DrainingServer
     from .http import coalescing_protocol
 
     state = ServiceState(settings=settings)
-
-    class DrainingServer(uvicorn.Server):
-        """First SIGTERM/SIGINT: drain (stop admitting, finish accepted work, at most
-        drain_timeout_s), then exit 0. A second signal exits at once with status 1."""
-
-        drain_requested = False
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # A signal handler must not take locks (metrics, logging): it may have interrupted
-            # their holder on this very thread. Set a flag; on_tick does the work.
-            if self.drain_requested:
-                os._exit(1)
-            self.drain_requested = True
-
-        async def on_tick(self, counter: int) -> bool:
-            if self.drain_requested and not state.draining:
-                state.begin_drain()
-            if not self.should_exit and state.drained():
-                if state.in_flight:  # the drain timed out: answer the rest 503 now
-                    state.abandon_in_flight()
-                self.should_exit = True
-            return await super().on_tick(counter)
 
     config = uvicorn.Config(
         create_app(settings, loaded, state),
@@ -133,7 +111,7 @@ def _serve(settings: Settings, loaded: list[Loaded]) -> int:
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # float ok
         http=coalescing_protocol(http_limits(settings)),
     )
-    server = DrainingServer(config)
+    server = DrainingServer(config, state)
     server.run()
     code = 0 if server.started else 3
     # Decodes abandoned at the drain timeout may still be running: every request has been

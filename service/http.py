@@ -102,6 +102,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _unparsed = 0  # bytes received while its headers are still incomplete
     _refused: bytes | None = None  # set while parsing: answer it and close
     _header_timer: asyncio.TimerHandle | None = None
+    _requests = 0  # requests begun on this connection
+    _in_headers = False  # a request has begun arriving; its headers are not complete
+
+    @property
+    def awaiting_request(self) -> bool:
+        """Accepted but its first request not yet begun, or a request's headers only partly
+        here: closing it now would drop a request the client is sending (the shutdown waits
+        for these; an idle keep-alive connection between requests is not one)."""
+        return (
+            self._refused is None
+            and not self.transport.is_closing()
+            and (self._requests == 0 or self._in_headers)
+        )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         wrapped: Any = CoalescingTransport(transport, self.loop)
@@ -132,6 +145,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = self._unparsed = 0
+        self._requests += 1
+        self._in_headers = True
         self._arm_header_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -150,6 +165,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm_header_timer()
+        self._in_headers = False
         if self._refused is None:
             super().on_headers_complete()
 

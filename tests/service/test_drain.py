@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from mltag_artifact import Artifact
+from service.drain import CONNECTION_GRACE_S
 from tests.images import RED, solid
 
-from .live import in_flight, live_server
+from .live import in_flight, live_server, read_response
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +145,50 @@ def test_drain_timeout_bounds_shutdown_and_answers_json(
         assert stopped_in < 3.5  # 1 s drain + 1 s grace, not drain + uvicorn's own wait
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "draining"
+
+
+def test_drain_answers_connections_still_sending_their_request(
+    demo_artifact: Artifact, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A client that connected before the drain ended and sends its request (or the rest of
+    its headers) just after gets a 503 `draining`, not a closed connection; a connection that
+    never sends anything holds the exit back by CONNECTION_GRACE_S at most."""
+    image = solid(RED)
+    request = (
+        b"POST /tag HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+        + f"Content-Length: {len(image)}\r\n\r\n".encode()
+        + image
+    )
+    env = {"MLTAG_ARTIFACT_DIR": str(demo_artifact.directory), "MLTAG_DRAIN_TIMEOUT_S": "30"}
+    with live_server(env=env, log_dir=tmp_path_factory.mktemp("logs")) as server:
+        address = ("127.0.0.1", server.port)
+        with (
+            socket.create_connection(address, timeout=10) as fresh,  # connected, nothing sent
+            socket.create_connection(address, timeout=10) as partial,
+            socket.create_connection(address, timeout=10) as silent,  # never sends
+        ):
+            partial.sendall(request[:20])  # the request line, partly
+            time.sleep(0.3)  # all three accepted by the server
+            t0 = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while True:  # the drain finds nothing in flight and stops listening
+                try:
+                    socket.create_connection(address, timeout=2).close()
+                except ConnectionRefusedError:
+                    break
+                assert time.monotonic() < deadline, "the server kept listening"
+                time.sleep(0.05)
+            fresh.sendall(request)
+            partial.sendall(request[20:])
+            answers = [read_response(fresh), read_response(partial)]
+            assert server.process.wait(10) == 0
+            stopped_in = time.monotonic() - t0
+            assert silent.recv(1) == b""  # closed at the end, unanswered: it asked nothing
+    for status, body in answers:
+        assert status == 503, body
+        assert json.loads(body)["error"]["code"] == "draining"
+    assert stopped_in < CONNECTION_GRACE_S + 2.5, stopped_in
 
 
 def test_second_signal_exits_at_once(
