@@ -129,3 +129,4 @@ def test_peers_runner_measures_mltag_beside_the_naive_server() -> None:
     naive = [cells for cells in rows if cells[3].strip() == "naive"]
     assert all(float(cells[5]) > 0 for cells in naive), out  # its ratio to mltag
     assert out.count("≥ 1.25× naive") == 2 and out.count("p50 ≤ naive") == 2, out
+    assert "| 640x480 | naive | " in out and "| 1920x1080 | naive | " in out, out  # per round

@@ -311,6 +311,21 @@ def print_targets(cells: Cells, servers: list[str]) -> None:
         print(f"| {what} | {got:.1f} | {bound:.1f} | {'yes' if met else 'NO'} |")
 
 
+def print_round_ratios(cells: Cells, servers: list[str]) -> None:
+    """mltag's img/s over each peer's at concurrency 32, round by round: the medians above
+    hide how far the rounds spread (these machines drift)."""
+    if "mltag" not in servers:
+        return
+    print("\n| input | mltag img/s ÷ | per round (c32) |\n|---|---|---|")
+    for size in SIZES:
+        ours = [r["ips"] for r in cells[(size, 32, "mltag")]]
+        for name in servers:
+            if name != "mltag":
+                theirs = [r["ips"] for r in cells[(size, 32, name)]]
+                ratios = ", ".join(f"{a / b:.2f}×" for a, b in zip(ours, theirs, strict=True))
+                print(f"| {size} | {name} | {ratios} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
@@ -347,6 +362,7 @@ def main() -> None:
                 server.stop()
     print_table(cells, servers)
     print_targets(cells, servers)
+    print_round_ratios(cells, servers)
 
 
 if __name__ == "__main__":
