@@ -51,15 +51,20 @@ def model_workers(settings: Settings, provider: str) -> int:
 def plan_batches(
     runner: ModelRunner,
     settings: Settings,
-    single_thread: Callable[[], ModelRunner],
+    single_thread: Callable[[int], ModelRunner],
     thread_setup: Callable[[], None] | None = None,
 ) -> BatchPlan:
-    """`single_thread` opens the model again with one ONNX Runtime thread (called only when
-    several workers share the CPU); `thread_setup` prepares the timing threads as the model
-    threads are (name, priority)."""
+    """`single_thread(n)` opens the model again with one ONNX Runtime thread, warmed up to
+    batches of n (called only when several workers share the CPU); `thread_setup` prepares
+    the timing threads as the model threads are (name, priority). The runner batches run on
+    is warmed up (and checked) at max_batch_size here."""
     workers = model_workers(settings, runner.provider)
     shared = runner.provider != "CPUExecutionProvider" or workers == 1
-    batch_runner = runner if shared or runner.session_threads == 1 else single_thread()
+    if shared or runner.session_threads == 1:
+        batch_runner = runner
+        runner.warm_up(settings.warmup_runs, settings.max_batch_size)
+    else:
+        batch_runner = single_thread(settings.max_batch_size)
     own = None if batch_runner is runner else batch_runner
     if not settings.batch_tuning or settings.max_batch_size == 1:
         return BatchPlan(workers, settings.max_batch_size, runner=own)
@@ -68,6 +73,12 @@ def plan_batches(
     sizes = candidate_sizes(settings.max_batch_size)
     costs = measure(batch_runner.run, sample, sizes, workers, thread_setup)
     chosen = pick(costs)
+    if own is not None and chosen < settings.max_batch_size:
+        # A session keeps the memory of the largest batch it ran (ONNX Runtime's arena): the
+        # one timed held the buffers of batches the plan will never run (photo model: 838 vs
+        # 447 MB). Serve from a fresh one, warmed up to the chosen size.
+        del batch_runner
+        own = single_thread(chosen)
     log.info(
         "batching plan: %d model thread(s), batches of up to %d (ms per image by batch size: %s)",
         workers, chosen, ", ".join(f"{b}: {ms:.2f}" for b, ms in costs.items()),

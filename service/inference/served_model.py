@@ -54,20 +54,22 @@ def load_tagger(settings: Settings, directory: Path | None = None) -> tuple[Tagg
             settings.require_gpu,
             settings.intra_op_threads,
         ).result()
-    runner.warm_up(settings.warmup_runs, settings.max_batch_size)
+
+    def single_thread(max_batch: int) -> ModelRunner:
+        one = ModelRunner(artifact, "cpu", intra_op_threads=1, explain=False)
+        one.warm_up(settings.warmup_runs, max_batch)
+        return one
+
+    setup = functools.partial(worker_thread_setup, "mltag-model", settings.model_nice)
+    plan = plan_batches(runner, settings, single_thread, setup)
+    if plan.runner is not None:  # batches run on a session of their own: this one, lone images
+        runner.warm_up(settings.warmup_runs, 1)
     m = artifact.manifest
     log.info(
         "loaded %s %s (%d labels) from %s on %s",
         m.name, m.version, len(m.labels), directory, runner.provider,
     )  # fmt: skip
-
-    def single_thread() -> ModelRunner:
-        one = ModelRunner(artifact, "cpu", intra_op_threads=1, explain=False)
-        one.warm_up(settings.warmup_runs, settings.max_batch_size)
-        return one
-
-    setup = functools.partial(worker_thread_setup, "mltag-model", settings.model_nice)
-    return Tagger(artifact, runner), plan_batches(runner, settings, single_thread, setup)
+    return Tagger(artifact, runner), plan
 
 
 def explain_rows(explainer: Explainer, batch: np.ndarray) -> np.ndarray:

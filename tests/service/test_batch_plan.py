@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mltag_artifact.runner import available_cores
+from mltag_artifact import load_artifact
+from mltag_artifact.runner import ModelRunner, available_cores
+from service.inference import batch_plan
 from service.inference.batch_plan import candidate_sizes, measure, pick
 from service.inference.served_model import load_tagger
 from service.settings import Settings
@@ -53,3 +55,32 @@ def test_the_demo_model_is_planned_on_a_single_thread_session(demo_artifact_dir:
         np.testing.assert_allclose(plan.runner.run(x), tagger.run(x), atol=1e-5)
     _, plain = load_tagger(Settings(artifact_dir=demo_artifact_dir, batch_tuning=False))
     assert plain.ms_per_image == {} and plain.max_batch_size == 16
+
+
+@pytest.mark.parametrize(
+    ("costs", "fresh"),
+    [({1: 2.0, 2: 1.0, 4: 2.0}, True), ({1: 2.0, 2: 1.5, 4: 1.2, 8: 1.0}, False)],
+)
+def test_batches_are_served_from_a_fresh_session_warmed_to_the_chosen_size(
+    demo_artifact_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    costs: dict[int, float],
+    fresh: bool,
+) -> None:
+    """ONNX Runtime keeps the memory of the largest batch a session ran: when the plan caps
+    batches below the limit, the session timed at every size is dropped for one warmed up
+    only to the chosen size."""
+    monkeypatch.setattr(batch_plan, "measure", lambda *args, **kwargs: costs)
+    settings = Settings(artifact_dir=demo_artifact_dir, max_batch_size=8, model_workers=2)
+    runner = ModelRunner(load_artifact(demo_artifact_dir), "cpu", intra_op_threads=2)
+    opened: list[tuple[int, ModelRunner]] = []
+
+    def single_thread(max_batch: int) -> ModelRunner:
+        one = ModelRunner(load_artifact(demo_artifact_dir), "cpu", intra_op_threads=1)
+        opened.append((max_batch, one))
+        return one
+
+    plan = batch_plan.plan_batches(runner, settings, single_thread)
+    assert plan.max_batch_size == (2 if fresh else 8)
+    assert [n for n, _ in opened] == ([8, 2] if fresh else [8])  # timed at up to the limit
+    assert plan.runner is opened[-1][1]
