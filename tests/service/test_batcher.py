@@ -417,6 +417,10 @@ def test_run_alone_decodes_and_runs_in_one_trip_and_later_arrivals_batch_after()
         got, probs = await alone
         assert float(got[0]) == 7 and probs is not None and float(probs[0]) == 70
         assert [float(o[0]) for o in await asyncio.gather(*later)] == [10, 20]
+        for _ in range(200):  # results arrive before the model thread's task has ended
+            if not b.running:
+                break
+            await asyncio.sleep(0.005)
         assert not b.running and b.idle and a.idle
         await b.stop()
 
