@@ -75,8 +75,9 @@ def plan_batches(
     chosen = pick(costs)
     if own is not None and chosen < settings.max_batch_size:
         # A session keeps the memory of the largest batch it ran (ONNX Runtime's arena): the
-        # one timed held the buffers of batches the plan will never run (photo model: 838 vs
-        # 447 MB). Serve from a fresh one, warmed up to the chosen size.
+        # one timed holds buffers for batches the plan will never run (about half the
+        # service's memory: benchmarks/RESULTS.md, memory after load). Serve from a fresh
+        # one, warmed up to the chosen size.
         del batch_runner
         own = single_thread(chosen)
     log.info(
